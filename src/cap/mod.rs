@@ -1,0 +1,1 @@
+//! Tahoe-LAFS capability strings (placeholder).

@@ -1,0 +1,1 @@
+//! Tahoe-LAFS's cryptographic primitives (placeholder).

@@ -1,0 +1,10 @@
+//! tahoe-mount: a Tahoe-LAFS client library and FUSE filesystem that finds its storage servers through a grid
+//! service directory instead of an introducer.
+//!
+//! Layers, lowest first (data flows downward; no module reaches up): `erasure`, `crypto`, `cap`, then storage,
+//! immutable and mutable files, directories, the grid service directory, the filesystem and the FUSE adapter.
+
+pub mod cap;
+pub mod cli;
+pub mod crypto;
+pub mod erasure;

@@ -1,0 +1,50 @@
+//! Shared helpers for integration tests: finding the Python interpreter of the project's venv, which has
+//! tahoe-lafs 1.20.0 and zfec installed (made by `mount-tests/venv.sh`).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The Python interpreter that has tahoe-lafs 1.20.0 and zfec. `TAHOE_MOUNT_PYTHON` wins; otherwise the repo's
+/// `.venv`. A missing interpreter is a test failure with instructions, never a silent skip.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("TAHOE_MOUNT_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python venv with tahoe-lafs and zfec at {}: run `mount-tests/venv.sh` (or set TAHOE_MOUNT_PYTHON)",
+        venv.display()
+    );
+    venv
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `python script args…` with `stdin`, returning stdout; panics with stderr on failure.
+pub fn run_python(script: &str, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new(python())
+        .arg(repo_root().join(script))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start python");
+    let mut stdin_pipe = child.stdin.take().expect("stdin");
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || stdin_pipe.write_all(&input));
+    let out = child.wait_with_output().expect("python output");
+    writer.join().expect("join writer").expect("write to python");
+    assert!(
+        out.status.success(),
+        "python {script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
