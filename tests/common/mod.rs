@@ -40,7 +40,10 @@ pub fn run_python(script: &str, args: &[&str], stdin: &[u8]) -> Vec<u8> {
     let input = stdin.to_vec();
     let writer = std::thread::spawn(move || stdin_pipe.write_all(&input));
     let out = child.wait_with_output().expect("python output");
-    writer.join().expect("join writer").expect("write to python");
+    writer
+        .join()
+        .expect("join writer")
+        .expect("write to python");
     assert!(
         out.status.success(),
         "python {script} failed: {}",

@@ -89,7 +89,7 @@ def base32_vectors():
     # Candidate strings: canonical ones, ones with non-zero trailing bits, impossible lengths, bad characters.
     candidates = ["", "a", "aa", "ab", "ae", "aq", "aaa", "aaaa", "aaab", "aaaq", "aaaaa", "aaaab", "aaaaaa",
                   "aaaaaaa", "aaaaaab", "aaaaaaaa", "aaaaaaaaa", "AA", "a1", "a8", "a=", "a a", "zz", "z2", "77",
-                  "7777777", "77777777", "mzxw6", "mzxw6ytb", "mzxw6ytboi", "mzxw6ytbo", "0", "aA", "ba"]
+                  "7777777", "77777777", "ac", "aaai", "aaaaaae", "mzxw6", "mzxw6ytb", "mzxw6ytboi", "mzxw6ytbo", "0", "aA", "ba"]
     for _ in range(60):
         n = rng.randrange(1, 30)
         candidates.append("".join(rng.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(n)))
@@ -255,7 +255,7 @@ def cap_vectors():
     lit = uri.LiteralFileURI(b"hello").to_string().decode()
     parts = chk.split(":")
     edge = [
-        "URI:LIT:", lit, lit + "a", "URI:LIT:ab",
+        "URI:LIT:", lit, lit + "a", "URI:LIT:ab", "URI:LIT:ac", "URI:LIT:aaai", "URI:LIT:aaaaaae",
         chk[:-1], chk + "x", chk.replace("URI:CHK:", "URI:CHK:a"), ":".join(parts[:3] + ["x"] + parts[4:]),
         ":".join(parts[:2] + [parts[2][:-1] + "b"] + parts[3:]),  # non-canonical trailing bits in the key
         ":".join(parts[:2] + [parts[2].upper()] + parts[3:]),
