@@ -9,12 +9,12 @@ stamp=$venv/.tahoe-mount-venv-ok
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c 'import allmydata, zfec' 2>/dev/null; then
   echo "$venv/bin/python"; exit 0
 fi
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-  # Debian splits venv/ensurepip out of python3.
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  # A fresh Debian may have no Python, and splits venv/ensurepip out of python3.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
   else
-    echo "python3 lacks venv/ensurepip: install python3-venv" >&2; exit 1
+    echo "need python3 with venv: install python3 and python3-venv" >&2; exit 1
   fi
 fi
 python3 -m venv "$venv"

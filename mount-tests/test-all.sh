@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of tahoe-mount, as CI does: formatting, lints, unit, property and interop tests (against the
+# reference implementation, tahoe-lafs 1.20.0, and Python zfec, installed into a cached venv), and a quick run of
+# the benchmarks so they cannot rot. Needs the Rust toolchain; installs everything else it needs.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+TAHOE_MOUNT_PYTHON=$(mount-tests/venv.sh | tail -n 1)
+export TAHOE_MOUNT_PYTHON
+echo "== reference implementation: $("$TAHOE_MOUNT_PYTHON" -c 'import allmydata, zfec; print("tahoe-lafs", allmydata.__version__, "/ zfec", zfec.__version__)')"
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --quiet
+echo "== benchmarks, quick mode (figures are for humans, not asserted)"
+TAHOE_MOUNT_BENCH_QUICK=1 cargo bench --quiet --bench erasure
+echo "== all tests passed"
