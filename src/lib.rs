@@ -8,3 +8,4 @@ pub mod cap;
 pub mod cli;
 pub mod crypto;
 pub mod erasure;
+pub mod storage;
