@@ -5,6 +5,7 @@
 
 use crate::cap::{Cap, FileCap, MutableAccess};
 use crate::crypto::base32;
+use crate::erasure::Kernel;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -26,6 +27,8 @@ enum Command {
         /// The cap (URI:…), or - to read it from standard input.
         cap: String,
     },
+    /// List the erasure-coding kernels this CPU runs and the one in use (set TAHOE_MOUNT_EC_KERNEL to choose).
+    Kernels,
 }
 
 /// Parses the command line and runs the chosen command.
@@ -33,6 +36,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Cap { cap } => describe_cap(&cap),
+        Command::Kernels => list_kernels(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,6 +45,15 @@ pub fn run() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn list_kernels() -> anyhow::Result<()> {
+    let selected = Kernel::selected()?;
+    for kernel in Kernel::available() {
+        let mark = if kernel == selected { "  (in use)" } else { "" };
+        println!("{kernel}{mark}");
+    }
+    Ok(())
 }
 
 fn describe_cap(arg: &str) -> anyhow::Result<()> {
