@@ -1,4 +1,261 @@
-//! Talking to storage servers: their addresses (NURLs and fURLs), the `StorageServer` interface the rest of the
-//! code uses, the HTTPS client for Tahoe's HTTP storage protocol, and an in-memory server for tests.
+//! Talking to storage servers: their addresses (NURLs and fURLs), the [`StorageServer`] interface the rest of the
+//! code uses, the HTTPS client for Tahoe's HTTP storage protocol, and an in-memory server (with fault injection)
+//! for unit and property tests.
+//!
+//! The interface mirrors the protocol's operations one for one (`allmydata/storage/http_client.py`), so the
+//! in-memory server and a real one can be held to the same contract tests.
 
 pub mod nurl;
+
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+use thiserror::Error;
+
+/// The future every storage operation returns.
+pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
+
+/// Where a file's shares live on every server: 16 bytes, written as 26 lowercase base32 characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StorageIndex(pub [u8; 16]);
+
+impl fmt::Display for StorageIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::crypto::base32::encode(&self.0))
+    }
+}
+
+impl fmt::Debug for StorageIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SI({self})")
+    }
+}
+
+/// A share's number within its file (0 ≤ n < N).
+pub type ShareNumber = u16;
+
+/// The per-file, per-server lease secrets (derived as Tahoe does; see `crypto::hashutil`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LeaseSecrets {
+    pub renew: [u8; 32],
+    pub cancel: [u8; 32],
+}
+
+impl fmt::Debug for LeaseSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LeaseSecrets(..)")
+    }
+}
+
+/// What a server says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerVersion {
+    pub maximum_immutable_share_size: u64,
+    pub maximum_mutable_share_size: u64,
+    pub available_space: u64,
+    pub application_version: String,
+}
+
+/// The answer to an allocation: shares the server already holds, and those it made room for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Allocation {
+    pub already_have: BTreeSet<ShareNumber>,
+    pub allocated: BTreeSet<ShareNumber>,
+}
+
+/// After a write to an immutable share: whether it is complete, and which byte ranges are still missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadProgress {
+    pub complete: bool,
+    pub required: Vec<Range<u64>>,
+}
+
+/// One equality test of a read-test-write: the bytes at `offset..offset+specimen.len()` must equal `specimen`
+/// (a missing share reads as empty, so an empty specimen tests that the share does not exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestVector {
+    pub offset: u64,
+    pub size: u64,
+    pub specimen: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteVector {
+    pub offset: u64,
+    pub data: Bytes,
+}
+
+/// The tests and writes for one share of a mutable slot.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TestWriteVectors {
+    pub tests: Vec<TestVector>,
+    pub writes: Vec<WriteVector>,
+    /// `Some(0)` deletes the share; other values truncate or extend it; `None` leaves the length.
+    pub new_length: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadVector {
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// The secrets a mutable write needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct MutableSecrets {
+    pub write_enabler: [u8; 32],
+    pub lease: LeaseSecrets,
+}
+
+impl fmt::Debug for MutableSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MutableSecrets(..)")
+    }
+}
+
+/// The answer to a read-test-write: whether the writes happened, and what the reads saw (before any write).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReadTestWriteResult {
+    pub success: bool,
+    pub data: BTreeMap<ShareNumber, Vec<Bytes>>,
+}
+
+/// What went wrong talking to a server. Every variant names the server.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum StorageError {
+    #[error("{server}: cannot connect: {reason}")]
+    Connect { server: String, reason: String },
+    #[error("{server}: no answer within {seconds:.1} s ({what})")]
+    Timeout {
+        server: String,
+        what: &'static str,
+        seconds: f64,
+    },
+    #[error("{server}: TLS: {reason}")]
+    Tls { server: String, reason: String },
+    #[error("{server}: unauthorized ({reason})")]
+    Unauthorized { server: String, reason: String },
+    #[error("{server}: not found: {what}")]
+    NotFound { server: String, what: String },
+    #[error("{server}: conflict: {what}")]
+    Conflict { server: String, what: String },
+    #[error("{server}: refused: {what}")]
+    Refused { server: String, what: String },
+    #[error("{server}: HTTP {status}: {body}")]
+    Http {
+        server: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{server}: bad reply: {problem}")]
+    Protocol { server: String, problem: String },
+    #[error("{server}: out of space: {what}")]
+    Full { server: String, what: String },
+}
+
+impl StorageError {
+    /// The server's failure says nothing about the data: another server, or a retry later, may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Connect { .. } | StorageError::Timeout { .. }
+        )
+    }
+}
+
+/// One storage server, as the rest of tahoe-mount sees it: the operations of Tahoe's storage protocol.
+pub trait StorageServer: Send + Sync {
+    /// A short human name for messages (nickname or address).
+    fn name(&self) -> &str;
+
+    fn version(&self) -> StorageFuture<'_, ServerVersion>;
+
+    /// Asks for room for `share_numbers`, each exactly `allocated_size` bytes, under `upload_secret`.
+    fn allocate_buckets<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_numbers: &'a BTreeSet<ShareNumber>,
+        allocated_size: u64,
+        lease: LeaseSecrets,
+        upload_secret: &'a [u8],
+    ) -> StorageFuture<'a, Allocation>;
+
+    /// Writes `data` at `offset` of an allocated share; the share completes once every byte is written.
+    fn write_share_chunk<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        upload_secret: &'a [u8],
+        offset: u64,
+        data: Bytes,
+    ) -> StorageFuture<'a, UploadProgress>;
+
+    /// Abandons an unfinished share upload, freeing its space.
+    fn abort_upload<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        upload_secret: &'a [u8],
+    ) -> StorageFuture<'a, ()>;
+
+    /// The complete immutable shares this server holds for `storage_index`.
+    fn list_immutable_shares(
+        &self,
+        storage_index: StorageIndex,
+    ) -> StorageFuture<'_, BTreeSet<ShareNumber>>;
+
+    /// Reads up to `length` bytes at `offset` of a complete immutable share (short at the end of the share).
+    fn read_immutable_share(
+        &self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        offset: u64,
+        length: u64,
+    ) -> StorageFuture<'_, Bytes>;
+
+    fn advise_corrupt_immutable<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        reason: &'a str,
+    ) -> StorageFuture<'a, ()>;
+
+    /// Adds a lease, or renews the one whose renew secret matches. Not found if the server has no share.
+    fn add_or_renew_lease(
+        &self,
+        storage_index: StorageIndex,
+        lease: LeaseSecrets,
+    ) -> StorageFuture<'_, ()>;
+
+    /// Mutable slots: runs every test; if all pass, applies every write. Reads happen before writes.
+    fn read_test_write<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        secrets: MutableSecrets,
+        test_write_vectors: &'a BTreeMap<ShareNumber, TestWriteVectors>,
+        read_vector: &'a [ReadVector],
+    ) -> StorageFuture<'a, ReadTestWriteResult>;
+
+    fn read_mutable_share(
+        &self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        offset: u64,
+        length: u64,
+    ) -> StorageFuture<'_, Bytes>;
+
+    fn list_mutable_shares(
+        &self,
+        storage_index: StorageIndex,
+    ) -> StorageFuture<'_, BTreeSet<ShareNumber>>;
+
+    fn advise_corrupt_mutable<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        reason: &'a str,
+    ) -> StorageFuture<'a, ()>;
+}
