@@ -5,7 +5,9 @@
 //! The interface mirrors the protocol's operations one for one (`allmydata/storage/http_client.py`), so the
 //! in-memory server and a real one can be held to the same contract tests.
 
+pub mod gbs;
 pub mod nurl;
+pub mod tls;
 
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,0 +1,1108 @@
+//! The HTTPS client for Tahoe-LAFS's HTTP storage protocol ("GBS", `allmydata/storage/http_client.py`): one
+//! [`GbsServer`] per storage server, with its own pinned TLS config and keep-alive connection pool.
+//!
+//! Wire rules that matter (see `GBS.md`): every request carries `Authorization: Tahoe-LAFS <b64 swissnum>`;
+//! secrets go in one `X-Tahoe-Authorization` line each, and an endpoint rejects missing *and* extra ones;
+//! CBOR endpoints need `Accept: application/cbor`; sets are CBOR tag 258; ranges are inclusive. Replies are
+//! bounded in time and size and checked before use, so a broken or hostile server yields a [`StorageError`],
+//! never a panic or a hang.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, RANGE};
+use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::nurl::Nurl;
+use super::tls::{self, PeerCertificate};
+use super::{
+    Allocation, LeaseSecrets, MutableSecrets, ReadTestWriteResult, ReadVector, ServerVersion,
+    ShareNumber, StorageError, StorageFuture, StorageIndex, StorageServer, TestWriteVectors,
+    UploadProgress,
+};
+
+const CBOR: &str = "application/cbor";
+const VERSION_KEY: &str = "http://allmydata.org/tahoe/protocols/storage/v1";
+/// Error bodies are only for messages; longer ones are cut.
+const MAX_ERROR_BODY: usize = 10_000;
+/// 1.20 accepts a corruption reason of 1..=32765 characters.
+const MAX_REASON: usize = 32_765;
+
+/// Timeouts, retries and limits for one server.
+#[derive(Clone, Debug)]
+pub struct GbsOptions {
+    /// TCP connect, per attempt.
+    pub connect_timeout: Duration,
+    /// A whole exchange: TLS handshake, request, and the full reply body.
+    pub request_timeout: Duration,
+    /// Extra attempts for reads that failed to connect or timed out (writes are retried only when the
+    /// connection failed, when nothing can have reached the server).
+    pub read_retries: u32,
+    /// Largest CBOR reply accepted (Tahoe's own client allows 30 MiB).
+    pub max_cbor_reply: usize,
+    /// Immutable uploads are sent in PATCHes of at most this many bytes: each request costs the server a few
+    /// milliseconds, so they should be large, but not so large that a retry repeats much.
+    pub upload_chunk: usize,
+}
+
+impl Default for GbsOptions {
+    fn default() -> GbsOptions {
+        GbsOptions {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            read_retries: 2,
+            max_cbor_reply: 30 << 20,
+            upload_chunk: 1 << 20,
+        }
+    }
+}
+
+/// A storage server reached over HTTPS at a NURL.
+pub struct GbsServer {
+    name: String,
+    bases: Vec<String>,
+    /// The hint that last worked; tried first.
+    current: AtomicUsize,
+    authorization: HeaderValue,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    peer: tls::PeerSlot,
+    options: GbsOptions,
+}
+
+/// How a request may be repeated after a failure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Only when the connection could not be made (nothing was sent).
+    ConnectOnly,
+    /// Also after timeouts: the request has no effect beyond its answer.
+    Idempotent,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: hyper::HeaderMap,
+    body: Bytes,
+}
+
+impl GbsServer {
+    /// A client for the server at `nurl`; `name` (a nickname, say) is used in messages, else the address.
+    /// Connects lazily, on the first request. Needs a tokio runtime when requests are made.
+    pub fn new(
+        nurl: &Nurl,
+        name: Option<&str>,
+        options: GbsOptions,
+    ) -> Result<GbsServer, StorageError> {
+        let name = name.map(str::to_owned).unwrap_or_else(|| nurl.endpoint());
+        if nurl.tor {
+            return Err(StorageError::Connect {
+                server: name,
+                reason:
+                    "this NURL is reachable over Tor only, which tahoe-mount does not support yet"
+                        .into(),
+            });
+        }
+        if nurl.hints.is_empty() {
+            return Err(StorageError::Connect {
+                server: name,
+                reason: "the NURL has no address".into(),
+            });
+        }
+        let bases = nurl
+            .hints
+            .iter()
+            .map(|h| {
+                if h.host.contains(':') {
+                    format!("https://[{}]:{}", h.host, h.port)
+                } else {
+                    format!("https://{}:{}", h.host, h.port)
+                }
+            })
+            .collect();
+        let (config, peer) =
+            tls::client_config(nurl.spki_hash).map_err(|reason| StorageError::Tls {
+                server: name.clone(),
+                reason,
+            })?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(options.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(10)
+            .build(https);
+        let token = data_encoding::BASE64.encode(nurl.swissnum.as_bytes());
+        let authorization =
+            HeaderValue::from_str(&format!("Tahoe-LAFS {token}")).map_err(|_| {
+                StorageError::Protocol {
+                    server: name.clone(),
+                    problem: "the NURL's swissnum cannot be sent in a header".into(),
+                }
+            })?;
+        Ok(GbsServer {
+            name,
+            bases,
+            current: AtomicUsize::new(0),
+            authorization,
+            client,
+            peer,
+            options,
+        })
+    }
+
+    /// The server's Foolscap tub id (SHA-1 of its certificate), which Tahoe derives lease secrets and write
+    /// enablers from. Known after the first successful connection; makes one (a version request) if needed.
+    pub async fn tubid(&self) -> Result<[u8; 20], StorageError> {
+        if let Some(id) = self.peer_tubid() {
+            return Ok(id);
+        }
+        self.version().await?;
+        self.peer_tubid().ok_or_else(|| StorageError::Tls {
+            server: self.name.clone(),
+            reason: "connected, but the server's certificate was not recorded".into(),
+        })
+    }
+
+    fn peer_tubid(&self) -> Option<[u8; 20]> {
+        self.peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(PeerCertificate::tubid)
+    }
+
+    /// Sends one request (built afresh per attempt) and reads the whole reply, bounded by `max_body` bytes
+    /// for a success and [`MAX_ERROR_BODY`] for an error.
+    async fn exchange(
+        &self,
+        what: &str,
+        retry: Retry,
+        max_body: usize,
+        build: impl Fn(&str) -> Request<Full<Bytes>>,
+    ) -> Result<Reply, StorageError> {
+        let hints = self.bases.len();
+        let max_attempts = match retry {
+            Retry::ConnectOnly => hints,
+            Retry::Idempotent => hints + self.options.read_retries as usize,
+        };
+        let mut attempt = 0;
+        loop {
+            let index = self.current.load(Ordering::Relaxed) % hints;
+            let result = self
+                .exchange_once(what, max_body, build(&self.bases[index]))
+                .await;
+            attempt += 1;
+            let error = match result {
+                Ok(reply) => return Ok(reply),
+                Err(e) => e,
+            };
+            let retriable = matches!(
+                (&error, retry),
+                (StorageError::Connect { .. }, _)
+                    | (StorageError::Timeout { .. }, Retry::Idempotent)
+            );
+            if !retriable || attempt >= max_attempts {
+                return Err(error);
+            }
+            if matches!(error, StorageError::Connect { .. }) {
+                // Try the next address; the one that answers becomes the first choice.
+                let _ = self.current.compare_exchange(
+                    index,
+                    (index + 1) % hints,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
+        }
+    }
+
+    async fn exchange_once(
+        &self,
+        what: &str,
+        max_body: usize,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Reply, StorageError> {
+        let timeout = self.options.request_timeout;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| self.request_error(&e))?;
+            let (parts, body) = response.into_parts();
+            let limit = if parts.status.is_success() {
+                max_body
+            } else {
+                MAX_ERROR_BODY
+            };
+            let body = match Limited::new(body, limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e)
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some() =>
+                {
+                    return Err(self.protocol(format!(
+                        "{what}: the reply is longer than the {limit} bytes expected"
+                    )));
+                }
+                Err(e) => {
+                    return Err(self.protocol(format!(
+                        "{what}: the reply body broke off: {}",
+                        error_chain(&*e)
+                    )));
+                }
+            };
+            Ok(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(StorageError::Timeout {
+                server: self.name.clone(),
+                what: "request",
+                seconds: timeout.as_secs_f64(),
+            }),
+        }
+    }
+
+    fn request_error(&self, error: &hyper_util::client::legacy::Error) -> StorageError {
+        let chain = error_chain(error);
+        if let Some(tls) = find_tls_error(error) {
+            return StorageError::Tls {
+                server: self.name.clone(),
+                reason: tls.to_string(),
+            };
+        }
+        if error.is_connect() {
+            StorageError::Connect {
+                server: self.name.clone(),
+                reason: chain,
+            }
+        } else {
+            StorageError::Protocol {
+                server: self.name.clone(),
+                problem: chain,
+            }
+        }
+    }
+
+    fn protocol(&self, problem: String) -> StorageError {
+        StorageError::Protocol {
+            server: self.name.clone(),
+            problem,
+        }
+    }
+
+    /// The error for a reply whose status is not one the endpoint succeeds with.
+    fn status_error(&self, what: &str, reply: &Reply) -> StorageError {
+        let body = String::from_utf8_lossy(&reply.body);
+        let mut text: String = body.chars().filter(|c| !c.is_control()).take(500).collect();
+        if text.trim().is_empty() {
+            text = reply
+                .status
+                .canonical_reason()
+                .unwrap_or("no reason given")
+                .to_string();
+        }
+        let server = self.name.clone();
+        let what = format!("{what}: {}", text.trim());
+        match reply.status {
+            StatusCode::UNAUTHORIZED => StorageError::Unauthorized {
+                server,
+                reason: what,
+            },
+            StatusCode::NOT_FOUND => StorageError::NotFound { server, what },
+            StatusCode::CONFLICT => StorageError::Conflict { server, what },
+            StatusCode::METHOD_NOT_ALLOWED => StorageError::Refused { server, what },
+            status => StorageError::Http {
+                server,
+                status: status.as_u16(),
+                body: what,
+            },
+        }
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        url: String,
+        secrets: &[(&str, &[u8])],
+        body: Option<(Bytes, &str)>,
+    ) -> Request<Full<Bytes>> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(url)
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header(ACCEPT, CBOR);
+        for (name, secret) in secrets {
+            builder = builder.header(
+                "X-Tahoe-Authorization",
+                format!("{name} {}", data_encoding::BASE64.encode(secret)),
+            );
+        }
+        let body = match body {
+            Some((bytes, content_type)) => {
+                builder = builder.header(CONTENT_TYPE, content_type);
+                bytes
+            }
+            None => Bytes::new(),
+        };
+        // Every part above is valid by construction (fixed names, base64 values, a URL built from checked parts).
+        builder
+            .body(Full::new(body))
+            .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, what: &str, reply: &Reply) -> Result<T, StorageError> {
+        ciborium::from_reader(reply.body.as_ref())
+            .map_err(|e| self.protocol(format!("{what}: malformed CBOR reply: {e}")))
+    }
+
+    fn expect(&self, what: &str, reply: &Reply, ok: &[StatusCode]) -> Result<(), StorageError> {
+        if ok.contains(&reply.status) {
+            Ok(())
+        } else if reply.status.is_success() {
+            Err(self.protocol(format!("{what}: unexpected status {}", reply.status)))
+        } else {
+            Err(self.status_error(what, reply))
+        }
+    }
+
+    async fn get_cbor<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+    ) -> Result<T, StorageError> {
+        let reply = self
+            .exchange(
+                what,
+                Retry::Idempotent,
+                self.options.max_cbor_reply,
+                |base| self.request(Method::GET, format!("{base}{path}"), &[], None),
+            )
+            .await?;
+        self.expect(what, &reply, &[StatusCode::OK])?;
+        self.decode(what, &reply)
+    }
+
+    async fn read_share(
+        &self,
+        kind: &str,
+        si: StorageIndex,
+        share: ShareNumber,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes, StorageError> {
+        let what = format!("read {kind} share {si}/{share} at {offset}+{length}");
+        if length == 0 {
+            return Ok(Bytes::new());
+        }
+        let last = offset
+            .checked_add(length - 1)
+            .ok_or_else(|| self.protocol(format!("{what}: range overflows")))?;
+        let max_body = usize::try_from(length).unwrap_or(usize::MAX);
+        let path = format!("/storage/v1/{kind}/{si}/{share}");
+        let reply = self
+            .exchange(
+                &what,
+                Retry::Idempotent,
+                max_body.saturating_add(0),
+                |base| {
+                    let mut request = self.request(Method::GET, format!("{base}{path}"), &[], None);
+                    if let Ok(range) = HeaderValue::from_str(&format!("bytes={offset}-{last}")) {
+                        request.headers_mut().insert(RANGE, range);
+                    }
+                    request
+                },
+            )
+            .await;
+        let reply = match reply {
+            // A whole share longer than asked for (a server that ignores Range) is cut by the size limit.
+            Err(StorageError::Protocol { problem, .. }) if problem.contains("longer than") => {
+                return Err(self.protocol(format!(
+                    "{what}: the server sent more than the {length} bytes asked for"
+                )));
+            }
+            other => other?,
+        };
+        match reply.status {
+            StatusCode::NO_CONTENT => Ok(Bytes::new()),
+            StatusCode::PARTIAL_CONTENT => {
+                let (start, end) = reply
+                    .headers
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_content_range)
+                    .ok_or_else(|| {
+                        self.protocol(format!("{what}: 206 reply without a valid Content-Range"))
+                    })?;
+                if start != offset || end < start || end > last {
+                    return Err(self.protocol(format!(
+                        "{what}: the server answered bytes {start}-{end}, not a prefix of {offset}-{last}"
+                    )));
+                }
+                if reply.body.len() as u64 != end - start + 1 {
+                    return Err(self.protocol(format!(
+                        "{what}: Content-Range says {} bytes but the body has {}",
+                        end - start + 1,
+                        reply.body.len()
+                    )));
+                }
+                Ok(reply.body)
+            }
+            StatusCode::OK => {
+                // The whole share, from a server that ignored the Range header.
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(reply.body.len());
+                let end = start.saturating_add(max_body).min(reply.body.len());
+                Ok(reply.body.slice(start..end))
+            }
+            _ => Err(self.status_error(&what, &reply)),
+        }
+    }
+
+    async fn advise_corrupt(
+        &self,
+        kind: &str,
+        si: StorageIndex,
+        share: ShareNumber,
+        reason: &str,
+    ) -> Result<(), StorageError> {
+        let what = format!("corruption advisory for {kind} share {si}/{share}");
+        let mut reason: String = reason.chars().filter(|c| *c != '\0').collect();
+        if reason.trim().is_empty() {
+            reason = "unspecified".into();
+        }
+        if reason.len() > MAX_REASON {
+            let mut cut = MAX_REASON;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        let body = to_cbor(&CorruptRequest { reason: &reason });
+        let path = format!("/storage/v1/{kind}/{si}/{share}/corrupt");
+        let reply = self
+            .exchange(&what, Retry::Idempotent, MAX_ERROR_BODY, |base| {
+                self.request(
+                    Method::POST,
+                    format!("{base}{path}"),
+                    &[],
+                    Some((body.clone(), CBOR)),
+                )
+            })
+            .await?;
+        self.expect(&what, &reply, &[StatusCode::OK, StatusCode::NO_CONTENT])
+    }
+
+    async fn list_shares(
+        &self,
+        kind: &str,
+        si: StorageIndex,
+    ) -> Result<BTreeSet<ShareNumber>, StorageError> {
+        let what = format!("list {kind} shares of {si}");
+        let set: ShareSet = self
+            .get_cbor(&what, &format!("/storage/v1/{kind}/{si}/shares"))
+            .await?;
+        Ok(set.0.0)
+    }
+
+    async fn version(&self) -> Result<ServerVersion, StorageError> {
+        let what = "version";
+        let value: ciborium::Value = self.get_cbor(what, "/storage/v1/version").await?;
+        parse_version(&value).map_err(|problem| self.protocol(format!("{what}: {problem}")))
+    }
+
+    async fn write_chunk(
+        &self,
+        si: StorageIndex,
+        share: ShareNumber,
+        secret: &[u8],
+        offset: u64,
+        data: Bytes,
+    ) -> Result<UploadProgress, StorageError> {
+        let what = format!(
+            "write immutable share {si}/{share} at {offset}+{}",
+            data.len()
+        );
+        let last = offset
+            .checked_add(data.len() as u64 - 1)
+            .ok_or_else(|| self.protocol(format!("{what}: range overflows")))?;
+        let path = format!("/storage/v1/immutable/{si}/{share}");
+        // Rewriting the same bytes is harmless (the server accepts identical overlapping writes), so a write
+        // that timed out may be repeated.
+        let reply = self
+            .exchange(
+                &what,
+                Retry::Idempotent,
+                self.options.max_cbor_reply,
+                |base| {
+                    let mut request = self.request(
+                        Method::PATCH,
+                        format!("{base}{path}"),
+                        &[("upload-secret", secret)],
+                        Some((data.clone(), "application/octet-stream")),
+                    );
+                    if let Ok(range) = HeaderValue::from_str(&format!("bytes {offset}-{last}/*")) {
+                        request.headers_mut().insert(CONTENT_RANGE, range);
+                    }
+                    request
+                },
+            )
+            .await?;
+        self.expect(&what, &reply, &[StatusCode::OK, StatusCode::CREATED])?;
+        let progress: PatchResponse = self.decode(&what, &reply)?;
+        let mut required = Vec::with_capacity(progress.required.len());
+        for r in progress.required {
+            if r.begin > r.end {
+                return Err(self.protocol(format!(
+                    "{what}: required range {}..{} is backwards",
+                    r.begin, r.end
+                )));
+            }
+            required.push(r.begin..r.end);
+        }
+        Ok(UploadProgress {
+            complete: reply.status == StatusCode::CREATED,
+            required,
+        })
+    }
+}
+
+/// The rustls error behind a failed request, if any. hyper-rustls nests it in io::Errors, whose `source()`
+/// skips the wrapped error, so those are unwrapped with `get_ref`.
+fn find_tls_error<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        current = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
+
+fn to_cbor<T: Serialize>(value: &T) -> Bytes {
+    let mut out = Vec::new();
+    // Serializing plain structs into a Vec cannot fail.
+    let _ = ciborium::into_writer(value, &mut out);
+    Bytes::from(out)
+}
+
+/// `bytes A-B/*` (or `/N`) → (A, B).
+fn parse_content_range(value: &str) -> Option<(u64, u64)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, _total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+fn parse_version(value: &ciborium::Value) -> Result<ServerVersion, String> {
+    fn key_is(key: &ciborium::Value, name: &str) -> bool {
+        match key {
+            ciborium::Value::Bytes(b) => b == name.as_bytes(),
+            ciborium::Value::Text(t) => t == name,
+            _ => false,
+        }
+    }
+    fn lookup<'v>(map: &'v ciborium::Value, name: &str) -> Option<&'v ciborium::Value> {
+        map.as_map()?
+            .iter()
+            .find(|(k, _)| key_is(k, name))
+            .map(|(_, v)| v)
+    }
+    fn number(map: &ciborium::Value, name: &str) -> Result<u64, String> {
+        let value = lookup(map, name).ok_or(format!("no {name:?}"))?;
+        value
+            .as_integer()
+            .and_then(|i| u64::try_from(i).ok())
+            .ok_or(format!("{name:?} is not a non-negative integer"))
+    }
+    let v1 = lookup(value, VERSION_KEY).ok_or(format!("no {VERSION_KEY:?} section"))?;
+    let application_version = match lookup(value, "application-version") {
+        Some(ciborium::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(ciborium::Value::Text(t)) => t.clone(),
+        _ => String::new(),
+    };
+    Ok(ServerVersion {
+        maximum_immutable_share_size: number(v1, "maximum-immutable-share-size")?,
+        maximum_mutable_share_size: number(v1, "maximum-mutable-share-size")?,
+        available_space: number(v1, "available-space")?,
+        application_version,
+    })
+}
+
+/// A CBOR set: tag 258 around an array. Sent tagged (1.20 rejects untagged); accepted either way.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+struct ShareSet(ciborium::tag::Accepted<BTreeSet<ShareNumber>, 258>);
+
+#[derive(Serialize)]
+struct AllocateRequest {
+    #[serde(rename = "share-numbers")]
+    share_numbers: ciborium::tag::Required<BTreeSet<ShareNumber>, 258>,
+    #[serde(rename = "allocated-size")]
+    allocated_size: u64,
+}
+
+#[derive(Deserialize)]
+struct AllocateResponse {
+    #[serde(rename = "already-have")]
+    already_have: ShareSet,
+    allocated: ShareSet,
+}
+
+#[derive(Deserialize)]
+struct PatchResponse {
+    required: Vec<RequiredRange>,
+}
+
+#[derive(Deserialize)]
+struct RequiredRange {
+    begin: u64,
+    end: u64,
+}
+
+#[derive(Serialize)]
+struct CorruptRequest<'a> {
+    reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct ReadTestWriteRequest<'a> {
+    #[serde(rename = "test-write-vectors")]
+    test_write_vectors: BTreeMap<ShareNumber, WireTestWrite<'a>>,
+    #[serde(rename = "read-vector")]
+    read_vector: Vec<WireRange>,
+}
+
+#[derive(Serialize)]
+struct WireTestWrite<'a> {
+    test: Vec<WireTest<'a>>,
+    write: Vec<WireWrite<'a>>,
+    #[serde(rename = "new-length")]
+    new_length: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct WireTest<'a> {
+    offset: u64,
+    size: u64,
+    #[serde(with = "serde_bytes")]
+    specimen: &'a [u8],
+}
+
+#[derive(Serialize)]
+struct WireWrite<'a> {
+    offset: u64,
+    #[serde(with = "serde_bytes")]
+    data: &'a [u8],
+}
+
+#[derive(Serialize)]
+struct WireRange {
+    offset: u64,
+    size: u64,
+}
+
+#[derive(Deserialize)]
+struct ReadTestWriteResponse {
+    success: bool,
+    data: BTreeMap<ShareNumber, Vec<serde_bytes::ByteBuf>>,
+}
+
+impl StorageServer for GbsServer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> StorageFuture<'_, ServerVersion> {
+        Box::pin(GbsServer::version(self))
+    }
+
+    fn allocate_buckets<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_numbers: &'a BTreeSet<ShareNumber>,
+        allocated_size: u64,
+        lease: LeaseSecrets,
+        upload_secret: &'a [u8],
+    ) -> StorageFuture<'a, Allocation> {
+        Box::pin(async move {
+            let what = format!(
+                "allocate {} shares of {allocated_size} bytes for {storage_index}",
+                share_numbers.len()
+            );
+            let body = to_cbor(&AllocateRequest {
+                share_numbers: ciborium::tag::Required(share_numbers.clone()),
+                allocated_size,
+            });
+            let path = format!("/storage/v1/immutable/{storage_index}");
+            let secrets: [(&str, &[u8]); 3] = [
+                ("lease-renew-secret", &lease.renew),
+                ("lease-cancel-secret", &lease.cancel),
+                ("upload-secret", upload_secret),
+            ];
+            // Not repeated after a timeout: a second allocation while the first is in progress returns nothing.
+            let reply = self
+                .exchange(
+                    &what,
+                    Retry::ConnectOnly,
+                    self.options.max_cbor_reply,
+                    |base| {
+                        self.request(
+                            Method::POST,
+                            format!("{base}{path}"),
+                            &secrets,
+                            Some((body.clone(), CBOR)),
+                        )
+                    },
+                )
+                .await?;
+            self.expect(&what, &reply, &[StatusCode::OK, StatusCode::CREATED])?;
+            let answer: AllocateResponse = self.decode(&what, &reply)?;
+            Ok(Allocation {
+                already_have: answer.already_have.0.0,
+                allocated: answer.allocated.0.0,
+            })
+        })
+    }
+
+    fn write_share_chunk<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        upload_secret: &'a [u8],
+        offset: u64,
+        data: Bytes,
+    ) -> StorageFuture<'a, UploadProgress> {
+        Box::pin(async move {
+            if data.is_empty() {
+                return Err(StorageError::Refused {
+                    server: self.name.clone(),
+                    what: format!(
+                        "write of no bytes to immutable share {storage_index}/{share_number}"
+                    ),
+                });
+            }
+            let chunk = self.options.upload_chunk.max(1);
+            let mut progress = None;
+            let mut start = 0;
+            while start < data.len() {
+                let end = (start + chunk).min(data.len());
+                progress = Some(
+                    self.write_chunk(
+                        storage_index,
+                        share_number,
+                        upload_secret,
+                        offset + start as u64,
+                        data.slice(start..end),
+                    )
+                    .await?,
+                );
+                start = end;
+            }
+            progress.ok_or_else(|| self.protocol("no write was made".into()))
+        })
+    }
+
+    fn abort_upload<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        upload_secret: &'a [u8],
+    ) -> StorageFuture<'a, ()> {
+        Box::pin(async move {
+            let what = format!("abort upload of immutable share {storage_index}/{share_number}");
+            let path = format!("/storage/v1/immutable/{storage_index}/{share_number}/abort");
+            let reply = self
+                .exchange(&what, Retry::ConnectOnly, MAX_ERROR_BODY, |base| {
+                    self.request(
+                        Method::PUT,
+                        format!("{base}{path}"),
+                        &[("upload-secret", upload_secret)],
+                        None,
+                    )
+                })
+                .await?;
+            self.expect(&what, &reply, &[StatusCode::OK, StatusCode::NO_CONTENT])
+        })
+    }
+
+    fn list_immutable_shares(
+        &self,
+        storage_index: StorageIndex,
+    ) -> StorageFuture<'_, BTreeSet<ShareNumber>> {
+        Box::pin(self.list_shares("immutable", storage_index))
+    }
+
+    fn read_immutable_share(
+        &self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        offset: u64,
+        length: u64,
+    ) -> StorageFuture<'_, Bytes> {
+        Box::pin(self.read_share("immutable", storage_index, share_number, offset, length))
+    }
+
+    fn advise_corrupt_immutable<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        reason: &'a str,
+    ) -> StorageFuture<'a, ()> {
+        Box::pin(self.advise_corrupt("immutable", storage_index, share_number, reason))
+    }
+
+    fn add_or_renew_lease(
+        &self,
+        storage_index: StorageIndex,
+        lease: LeaseSecrets,
+    ) -> StorageFuture<'_, ()> {
+        Box::pin(async move {
+            let what = format!("renew lease on {storage_index}");
+            let path = format!("/storage/v1/lease/{storage_index}");
+            let secrets: [(&str, &[u8]); 2] = [
+                ("lease-renew-secret", &lease.renew),
+                ("lease-cancel-secret", &lease.cancel),
+            ];
+            let reply = self
+                .exchange(&what, Retry::Idempotent, MAX_ERROR_BODY, |base| {
+                    self.request(Method::PUT, format!("{base}{path}"), &secrets, None)
+                })
+                .await?;
+            self.expect(&what, &reply, &[StatusCode::NO_CONTENT, StatusCode::OK])
+        })
+    }
+
+    fn read_test_write<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        secrets: MutableSecrets,
+        test_write_vectors: &'a BTreeMap<ShareNumber, TestWriteVectors>,
+        read_vector: &'a [ReadVector],
+    ) -> StorageFuture<'a, ReadTestWriteResult> {
+        Box::pin(async move {
+            let what = format!("read-test-write of mutable slot {storage_index}");
+            let request = ReadTestWriteRequest {
+                test_write_vectors: test_write_vectors
+                    .iter()
+                    .map(|(&share, v)| {
+                        let wire = WireTestWrite {
+                            test: v
+                                .tests
+                                .iter()
+                                .map(|t| WireTest {
+                                    offset: t.offset,
+                                    size: t.size,
+                                    specimen: &t.specimen,
+                                })
+                                .collect(),
+                            write: v
+                                .writes
+                                .iter()
+                                .map(|w| WireWrite {
+                                    offset: w.offset,
+                                    data: &w.data,
+                                })
+                                .collect(),
+                            new_length: v.new_length,
+                        };
+                        (share, wire)
+                    })
+                    .collect(),
+                read_vector: read_vector
+                    .iter()
+                    .map(|r| WireRange {
+                        offset: r.offset,
+                        size: r.size,
+                    })
+                    .collect(),
+            };
+            let body = to_cbor(&request);
+            let path = format!("/storage/v1/mutable/{storage_index}/read-test-write");
+            let wire_secrets: [(&str, &[u8]); 3] = [
+                ("write-enabler", &secrets.write_enabler),
+                ("lease-renew-secret", &secrets.lease.renew),
+                ("lease-cancel-secret", &secrets.lease.cancel),
+            ];
+            // Not repeated after a timeout: the tests would then see this request's own writes.
+            let reply = self
+                .exchange(
+                    &what,
+                    Retry::ConnectOnly,
+                    self.options.max_cbor_reply,
+                    |base| {
+                        self.request(
+                            Method::POST,
+                            format!("{base}{path}"),
+                            &wire_secrets,
+                            Some((body.clone(), CBOR)),
+                        )
+                    },
+                )
+                .await?;
+            self.expect(&what, &reply, &[StatusCode::OK])?;
+            let answer: ReadTestWriteResponse = self.decode(&what, &reply)?;
+            Ok(ReadTestWriteResult {
+                success: answer.success,
+                data: answer
+                    .data
+                    .into_iter()
+                    .map(|(share, reads)| {
+                        (
+                            share,
+                            reads
+                                .into_iter()
+                                .map(|b| Bytes::from(b.into_vec()))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            })
+        })
+    }
+
+    fn read_mutable_share(
+        &self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        offset: u64,
+        length: u64,
+    ) -> StorageFuture<'_, Bytes> {
+        Box::pin(self.read_share("mutable", storage_index, share_number, offset, length))
+    }
+
+    fn list_mutable_shares(
+        &self,
+        storage_index: StorageIndex,
+    ) -> StorageFuture<'_, BTreeSet<ShareNumber>> {
+        Box::pin(self.list_shares("mutable", storage_index))
+    }
+
+    fn advise_corrupt_mutable<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        reason: &'a str,
+    ) -> StorageFuture<'a, ()> {
+        Box::pin(self.advise_corrupt("mutable", storage_index, share_number, reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocate_request_uses_tag_258() {
+        let body = to_cbor(&AllocateRequest {
+            share_numbers: ciborium::tag::Required([0u16, 1].into_iter().collect()),
+            allocated_size: 100,
+        });
+        // GBS.md: a2 6d "share-numbers" d9 0102 82 00 01 6e "allocated-size" 18 64
+        let mut expected = vec![0xa2, 0x6d];
+        expected.extend_from_slice(b"share-numbers");
+        expected.extend_from_slice(&[0xd9, 0x01, 0x02, 0x82, 0x00, 0x01, 0x6e]);
+        expected.extend_from_slice(b"allocated-size");
+        expected.extend_from_slice(&[0x18, 0x64]);
+        assert_eq!(body.as_ref(), expected.as_slice());
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("bytes 0-15/*"), Some((0, 15)));
+        assert_eq!(parse_content_range("bytes 5-9/100"), Some((5, 9)));
+        assert_eq!(parse_content_range("bytes */100"), None);
+        assert_eq!(parse_content_range("items 0-1/*"), None);
+        assert_eq!(parse_content_range("bytes 99999999999999999999-1/*"), None);
+    }
+
+    #[test]
+    fn version_with_byte_keys() {
+        use ciborium::Value;
+        let bytes = |s: &str| Value::Bytes(s.as_bytes().to_vec());
+        let v1 = Value::Map(vec![
+            (
+                bytes("maximum-immutable-share-size"),
+                Value::Integer(10.into()),
+            ),
+            (
+                bytes("maximum-mutable-share-size"),
+                Value::Integer(20.into()),
+            ),
+            (bytes("available-space"), Value::Integer(30.into())),
+        ]);
+        let value = Value::Map(vec![
+            (bytes(VERSION_KEY), v1),
+            (bytes("application-version"), bytes("tahoe-lafs/1.20.0")),
+        ]);
+        let v = parse_version(&value).unwrap();
+        assert_eq!(
+            (
+                v.maximum_immutable_share_size,
+                v.maximum_mutable_share_size,
+                v.available_space
+            ),
+            (10, 20, 30)
+        );
+        assert_eq!(v.application_version, "tahoe-lafs/1.20.0");
+        assert!(
+            parse_version(&Value::Map(vec![]))
+                .unwrap_err()
+                .contains("section")
+        );
+        let negative = Value::Map(vec![(
+            bytes(VERSION_KEY),
+            Value::Map(vec![(
+                bytes("maximum-immutable-share-size"),
+                Value::Integer((-1).into()),
+            )]),
+        )]);
+        assert!(
+            parse_version(&negative)
+                .unwrap_err()
+                .contains("non-negative")
+        );
+    }
+}
