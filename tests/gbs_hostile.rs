@@ -387,8 +387,7 @@ async fn the_right_pin_connects_and_sends_the_protocol_headers() {
     let server = client(&fake);
     let shares = server.list_immutable_shares(SI).await.unwrap();
     assert_eq!(shares, [0, 3].into());
-    let requests = fake.requests.lock().unwrap();
-    let raw = String::from_utf8_lossy(&requests[0]).into_owned();
+    let raw = String::from_utf8_lossy(&fake.requests.lock().unwrap()[0]).into_owned();
     let text = raw.to_lowercase();
     assert!(
         text.starts_with(&format!("get /storage/v1/immutable/{SI}/shares http/1.1")),
@@ -398,7 +397,6 @@ async fn the_right_pin_connects_and_sends_the_protocol_headers() {
     assert!(text.contains("authorization: tahoe-lafs "), "{text}");
     assert!(raw.contains("Tahoe-LAFS c3dpc3NudW1zd2lzc251bQ=="), "{raw}");
     assert!(text.contains("accept: application/cbor"), "{text}");
-    drop(requests);
     assert!(server.tubid().await.is_ok());
 }
 
