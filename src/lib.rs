@@ -8,4 +8,5 @@ pub mod cap;
 pub mod cli;
 pub mod crypto;
 pub mod erasure;
+pub mod grid;
 pub mod storage;

@@ -324,3 +324,31 @@ fn every_cap_kind_matches_tahoe() {
 fn cap_edge_cases_match_tahoe() {
     list(&VECTORS["caps"]["edge"]).iter().for_each(check_cap);
 }
+
+#[test]
+fn permutation_seeds_tubids_and_server_order_match_tahoe() {
+    use tahoe_mount::grid::{ServerInfo, permuted_order};
+    let vectors = &VECTORS["permutation"];
+    let servers: Vec<ServerInfo> = list(&vectors["servers"])
+        .iter()
+        .map(|s| {
+            // The vectors are Foolscap-era announcements; tahoe-mount needs a NURL, which changes neither the
+            // seed nor the tubid.
+            let mut ann = s["ann"].clone();
+            ann["anonymous-storage-NURLs"] =
+                serde_json::json!([format!("pb://{}@127.0.0.1:1/swiss#v=1", "A".repeat(43))]);
+            let info =
+                ServerInfo::from_announcement(s["server_id"].as_str().unwrap(), &ann).unwrap();
+            assert_eq!(info.permutation_seed, hex(&s["seed"]), "{}", s["server_id"]);
+            assert_eq!(info.furl.as_ref().unwrap().tubid.to_vec(), hex(&s["tubid"]));
+            info
+        })
+        .collect();
+    for case in list(&vectors["orders"]) {
+        let expected: Vec<usize> = list(&case["order"])
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(permuted_order(&servers, &hex(&case["si"])), expected);
+    }
+}

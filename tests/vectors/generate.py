@@ -269,6 +269,32 @@ def cap_vectors():
     return {"good": good, "edge": bad}
 
 
+def permutation_vectors():
+    """Server permutation seeds and lease seeds parsed from announcements by storage_client._parse_announcement,
+    and the permuted server order for storage indexes (the sort key of StorageFarmBroker.get_servers_for_psi)."""
+    from allmydata.storage_client import _parse_announcement
+    servers = []
+    for i in range(7):
+        key = base32.b2a(rb(32))
+        server_id = b"v0-" + key
+        furl = b"pb://" + base32.b2a(rb(20)) + b"@tcp:127.0.0.1:%d/" % (4000 + i) + base32.b2a(rb(20))
+        ann = {"anonymous-storage-FURL": furl.decode(), "nickname": "s%d" % i}
+        if i % 3 != 2:
+            # 1.20 announces the base32 of the ASCII of the key; an old node may omit the key.
+            ann["permutation-seed-base32"] = base32.b2a(key).decode()
+        if i == 6:
+            server_id = b"not-a-v0-id-%d" % i
+        _, seed, tubid, _, _ = _parse_announcement(server_id, furl, ann)
+        servers.append({"server_id": server_id.decode(), "ann": ann, "seed": h(seed), "tubid": h(tubid)})
+    orders = []
+    for _ in range(20):
+        si = rb(16)
+        order = sorted(range(len(servers)),
+                       key=lambda j: hashutil.permute_server_hash(si, bytes.fromhex(servers[j]["seed"])))
+        orders.append({"si": h(si), "order": order})
+    return {"servers": servers, "orders": orders}
+
+
 def main():
     vectors = {
         "generator": "tests/vectors/generate.py",
@@ -279,6 +305,7 @@ def main():
         "aes_ctr": aes_vectors(),
         "hashtree": hashtree_vectors(),
         "caps": cap_vectors(),
+        "permutation": permutation_vectors(),
     }
     text = json.dumps(vectors, indent=1, sort_keys=True) + "\n"
     if "--check" in sys.argv:
