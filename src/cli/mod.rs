@@ -27,6 +27,20 @@ enum Command {
         /// The cap (URI:…), or - to read it from standard input.
         cap: String,
     },
+    /// Ask storage servers who they are and how they are: version, available space and round-trip time.
+    ///
+    /// Exits non-zero if any server failed to answer, after listing them all.
+    Servers {
+        /// A server's NURL (pb://<key hash>@host:port/<swissnum>#v=1); may be given several times.
+        #[arg(long = "server", value_name = "NURL")]
+        servers: Vec<String>,
+        /// Tahoe's static server list (private/servers.yaml format).
+        #[arg(long, value_name = "FILE")]
+        servers_file: Option<std::path::PathBuf>,
+        /// Seconds to wait for each server.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
     /// List the erasure-coding kernels this CPU runs and the one in use (set TAHOE_MOUNT_EC_KERNEL to choose).
     Kernels,
 }
@@ -37,6 +51,11 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Cap { cap } => describe_cap(&cap),
         Command::Kernels => list_kernels(),
+        Command::Servers {
+            servers,
+            servers_file,
+            timeout,
+        } => list_servers(&servers, servers_file.as_deref(), timeout),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,6 +63,89 @@ pub fn run() -> ExitCode {
             eprintln!("tahoe-mount: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn list_servers(
+    nurls: &[String],
+    file: Option<&std::path::Path>,
+    timeout: f64,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut servers = Vec::new();
+    for text in nurls {
+        let nurl = text.parse().with_context(|| format!("--server {text}"))?;
+        servers.push(crate::grid::ServerInfo::from_nurl(nurl));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        servers.extend(
+            crate::grid::parse_servers_yaml(&text).with_context(|| path.display().to_string())?,
+        );
+    }
+    anyhow::ensure!(
+        !servers.is_empty(),
+        "no servers given: use --server NURL or --servers-file servers.yaml"
+    );
+    anyhow::ensure!(
+        timeout.is_finite() && timeout > 0.0,
+        "--timeout must be a positive number of seconds"
+    );
+    let wait = std::time::Duration::from_secs_f64(timeout);
+    let options = crate::storage::gbs::GbsOptions {
+        connect_timeout: wait,
+        request_timeout: wait,
+        read_retries: 0,
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let results = runtime.block_on(crate::grid::probe::probe_all(servers, &options));
+    println!(
+        "{:<24} {:<20} {:>12} {:>10}",
+        "SERVER", "VERSION", "AVAILABLE", "RTT"
+    );
+    let mut failed = 0;
+    for result in &results {
+        let name = result.server.display_name();
+        match &result.outcome {
+            Ok((version, rtt)) => println!(
+                "{:<24} {:<20} {:>12} {:>7.1} ms",
+                name,
+                version.application_version,
+                human_bytes(version.available_space),
+                rtt.as_secs_f64() * 1000.0
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("{name:<24} FAILED: {e}");
+            }
+        }
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} servers did not answer",
+        results.len()
+    );
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

@@ -4,6 +4,8 @@
 //! Identity and order follow `allmydata/storage_client.py` exactly (`_parse_announcement`,
 //! `get_servers_for_psi`), so shares land on, and are looked for at, the same servers as with Python clients.
 
+pub mod probe;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -99,13 +101,14 @@ impl ServerInfo {
         })
     }
 
-    /// A server known only by a NURL (given on the command line): its id is made from the pinned key.
+    /// A server known only by a NURL (given on the command line): its id is made from the pinned key and it
+    /// is called by its address.
     pub fn from_nurl(nurl: Nurl) -> ServerInfo {
         let server_id = format!("nurl-{}", nurl.spki_hash_b64());
         ServerInfo {
             permutation_seed: default_permutation_seed(&server_id),
             server_id,
-            nickname: None,
+            nickname: Some(nurl.endpoint()),
             nurls: vec![nurl],
             furl: None,
         }

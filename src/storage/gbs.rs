@@ -292,9 +292,13 @@ impl GbsServer {
             };
         }
         if error.is_connect() {
+            // hyper's own wording ("client error (Connect)") adds nothing to the cause below it.
+            let reason = std::error::Error::source(error)
+                .map(error_chain)
+                .unwrap_or(chain);
             StorageError::Connect {
                 server: self.name.clone(),
-                reason: chain,
+                reason,
             }
         } else {
             StorageError::Protocol {
