@@ -11,7 +11,8 @@ use crate::storage::{ServerVersion, StorageError, StorageServer};
 #[derive(Debug)]
 pub struct ProbeResult {
     pub server: ServerInfo,
-    /// The version and the time the request took, or why it failed (after trying each of its NURLs).
+    /// The version and the round-trip time of a request on an open connection, or why it failed (after
+    /// trying each of its NURLs).
     pub outcome: Result<(ServerVersion, Duration), StorageError>,
 }
 
@@ -44,9 +45,16 @@ async fn probe(
     let mut last_error = None;
     for nurl in &server.nurls {
         let client = GbsServer::new(nurl, Some(server.display_name()), options.clone())?;
-        let started = Instant::now();
-        match client.version().await {
-            Ok(version) => return Ok((version, started.elapsed())),
+        // The first request pays for TCP and TLS set-up; the second, on the kept-alive connection, measures
+        // the round trip itself.
+        let answer = async {
+            client.version().await?;
+            let started = Instant::now();
+            let version = client.version().await?;
+            Ok::<_, StorageError>((version, started.elapsed()))
+        };
+        match answer.await {
+            Ok(result) => return Ok(result),
             Err(e) => last_error = Some(e),
         }
     }

@@ -46,6 +46,38 @@ pub struct LeaseSecrets {
     pub cancel: [u8; 32],
 }
 
+impl LeaseSecrets {
+    /// The secrets Tahoe puts on a file's shares at one server (`immutable/upload.py`,
+    /// `mutable/filenode.py`): from the client's lease secret (`private/secret`), the file's storage index, and
+    /// the server's lease seed (its Foolscap tubid). Equal inputs give Python Tahoe's secrets, so either client
+    /// can renew the other's leases.
+    pub fn derive(
+        client_lease_secret: &[u8],
+        storage_index: &StorageIndex,
+        lease_seed: &[u8; 20],
+    ) -> LeaseSecrets {
+        use crate::crypto::hashutil as h;
+        let file_renew = h::file_renewal_secret_hash(
+            &h::my_renewal_secret_hash(client_lease_secret),
+            &storage_index.0,
+        );
+        let file_cancel = h::file_cancel_secret_hash(
+            &h::my_cancel_secret_hash(client_lease_secret),
+            &storage_index.0,
+        );
+        LeaseSecrets {
+            renew: h::bucket_renewal_secret_hash(&file_renew, lease_seed),
+            cancel: h::bucket_cancel_secret_hash(&file_cancel, lease_seed),
+        }
+    }
+}
+
+/// The write enabler of a mutable file at one server: what Tahoe derives from the file's writekey and the
+/// server's tubid (`mutable/filenode.py`), so that our writes and Python Tahoe's unlock each other's slots.
+pub fn write_enabler(writekey: &[u8], lease_seed: &[u8; 20]) -> [u8; 32] {
+    crate::crypto::hashutil::ssk_write_enabler_hash(writekey, lease_seed)
+}
+
 impl fmt::Debug for LeaseSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("LeaseSecrets(..)")
