@@ -35,7 +35,9 @@ except ImportError:
     # Not the tahoe venv: create/reuse it (venv.sh prints the interpreter last) and run again under it.
     if os.environ.get("TAHOE_MOUNT_GRID_REEXEC"):
         sys.exit("grid.py: the interpreter from venv.sh cannot import allmydata")
-    out = subprocess.run(["bash", os.path.join(HERE, "venv.sh")], stdout=subprocess.PIPE, check=True)
+    out = subprocess.run(["bash", os.path.join(HERE, "venv.sh")], stdout=subprocess.PIPE)
+    if out.returncode != 0 or not out.stdout.strip():
+        sys.exit(f"grid.py: no tahoe-lafs here, and mount-tests/venv.sh failed (status {out.returncode})")
     python = out.stdout.decode().strip().splitlines()[-1]
     os.environ["TAHOE_MOUNT_GRID_REEXEC"] = "1"
     os.execv(python, [python, os.path.abspath(__file__)] + sys.argv[1:])
