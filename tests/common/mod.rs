@@ -1,7 +1,9 @@
 //! Shared helpers for integration tests: finding the Python interpreter of the project's venv, which has
-//! tahoe-lafs 1.20.0 and zfec installed (made by `mount-tests/venv.sh`).
+//! tahoe-lafs 1.20.0 and zfec installed (made by `mount-tests/venv.sh`); and the storage server contract suite.
 
 #![allow(dead_code)]
+
+pub mod storage_contract;
 
 use std::path::PathBuf;
 use std::process::Command;
