@@ -157,7 +157,8 @@ impl From<LeaseSecrets> for Lease {
     }
 }
 
-/// A share in `shares/`: immutable ones once complete, mutable ones from their first write. Both kinds live in one
+/// A share in `shares/`: immutable ones once complete, mutable ones from the first passing read-test-write that
+/// names them. Both kinds live in one
 /// directory per storage index in 1.20, which is why asking for the wrong kind is a 500 there (and here).
 enum Stored {
     Immutable {
@@ -184,6 +185,7 @@ impl Stored {
 struct Upload {
     secret: Vec<u8>,
     size: u64,
+    /// Up to the furthest byte written; `written` says which bytes are real.
     data: Vec<u8>,
     written: RangeSet,
     leases: Vec<Lease>,
@@ -288,8 +290,6 @@ impl State {
         if let Some(u) = self.uploads.remove(&key) {
             self.used = self.used.saturating_sub(u.written.covered());
         }
-        // 1.20 removes the emptied directory; an empty map here would still answer like a missing one, but keep
-        // the maps tidy.
     }
 
     /// Room reserved by uploads in progress (`server.py` `allocated_size`).
