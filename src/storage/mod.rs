@@ -6,6 +6,7 @@
 //! in-memory server and a real one can be held to the same contract tests.
 
 pub mod gbs;
+pub mod memory;
 pub mod nurl;
 pub mod tls;
 
@@ -107,8 +108,9 @@ pub struct UploadProgress {
     pub required: Vec<Range<u64>>,
 }
 
-/// One equality test of a read-test-write: the bytes at `offset..offset+specimen.len()` must equal `specimen`
-/// (a missing share reads as empty, so an empty specimen tests that the share does not exist).
+/// One equality test of a read-test-write: the share's bytes at `offset..offset+size`, cut short at the share's end,
+/// must equal `specimen` (`allmydata/storage/mutable.py` `check_testv`). A missing share reads as empty, so an empty
+/// specimen with `size` > 0 tests that the share does not exist (or is empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestVector {
     pub offset: u64,
@@ -127,7 +129,9 @@ pub struct WriteVector {
 pub struct TestWriteVectors {
     pub tests: Vec<TestVector>,
     pub writes: Vec<WriteVector>,
-    /// `Some(0)` deletes the share; other values truncate or extend it; `None` leaves the length.
+    /// `Some(0)` deletes the share and ignores `writes` (a missing share stays missing); a smaller value truncates
+    /// after the writes; a larger one changes nothing (1.20 never extends: `storage/mutable.py` `writev`); `None`
+    /// leaves the length.
     pub new_length: Option<u64>,
 }
 
@@ -158,6 +162,10 @@ pub struct ReadTestWriteResult {
 }
 
 /// What went wrong talking to a server. Every variant names the server.
+///
+/// HTTP answers map as: 401 → `Unauthorized`, 404 → `NotFound`, 409 → `Conflict`, any other failure status →
+/// `Http` with that status (e.g. 400 for a request 1.20's schemas reject, 405 for aborting a complete share, 416 for
+/// a zero-length read or write, which a Range header cannot express, 500 for a write past the allocated size).
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum StorageError {
     #[error("{server}: cannot connect: {reason}")]
@@ -186,6 +194,7 @@ pub enum StorageError {
     },
     #[error("{server}: bad reply: {problem}")]
     Protocol { server: String, problem: String },
+    /// The server's disk is full (a real server answers 500; the in-memory server says this).
     #[error("{server}: out of space: {what}")]
     Full { server: String, what: String },
 }
@@ -208,6 +217,10 @@ pub trait StorageServer: Send + Sync {
     fn version(&self) -> StorageFuture<'_, ServerVersion>;
 
     /// Asks for room for `share_numbers`, each exactly `allocated_size` bytes, under `upload_secret`.
+    ///
+    /// `already_have` lists every complete share of `storage_index`, asked for or not. Shares with an upload in
+    /// progress (under any upload secret, this one included: 1.20 is not idempotent here) and shares that do not
+    /// fit in the free space are silently left out of `allocated`.
     fn allocate_buckets<'a>(
         &'a self,
         storage_index: StorageIndex,
@@ -218,6 +231,10 @@ pub trait StorageServer: Send + Sync {
     ) -> StorageFuture<'a, Allocation>;
 
     /// Writes `data` at `offset` of an allocated share; the share completes once every byte is written.
+    ///
+    /// Rewriting written bytes with the same bytes is fine, with different ones is `Conflict`; a wrong upload secret
+    /// is `Unauthorized`; an unknown or complete share is `NotFound`; empty `data` is HTTP 416 and a write past the
+    /// allocated size HTTP 500, as in 1.20.
     fn write_share_chunk<'a>(
         &'a self,
         storage_index: StorageIndex,
@@ -227,7 +244,8 @@ pub trait StorageServer: Send + Sync {
         data: Bytes,
     ) -> StorageFuture<'a, UploadProgress>;
 
-    /// Abandons an unfinished share upload, freeing its space.
+    /// Abandons an unfinished share upload, freeing its space. A complete share is HTTP 405, an unknown one
+    /// `NotFound`, a wrong upload secret `Unauthorized`.
     fn abort_upload<'a>(
         &'a self,
         storage_index: StorageIndex,
@@ -241,7 +259,8 @@ pub trait StorageServer: Send + Sync {
         storage_index: StorageIndex,
     ) -> StorageFuture<'_, BTreeSet<ShareNumber>>;
 
-    /// Reads up to `length` bytes at `offset` of a complete immutable share (short at the end of the share).
+    /// Reads up to `length` bytes at `offset` of a complete immutable share (short at the end of the share, empty
+    /// from the end on). `length` 0 is HTTP 416: a Range header cannot ask for zero bytes.
     fn read_immutable_share(
         &self,
         storage_index: StorageIndex,
@@ -265,6 +284,10 @@ pub trait StorageServer: Send + Sync {
     ) -> StorageFuture<'_, ()>;
 
     /// Mutable slots: runs every test; if all pass, applies every write. Reads happen before writes.
+    ///
+    /// The write enabler is checked first, against every existing share of the slot (`Unauthorized`). The reads
+    /// cover every existing share of the slot, not only those in `test_write_vectors`, and happen whether or not
+    /// the tests pass.
     fn read_test_write<'a>(
         &'a self,
         storage_index: StorageIndex,
@@ -273,6 +296,7 @@ pub trait StorageServer: Send + Sync {
         read_vector: &'a [ReadVector],
     ) -> StorageFuture<'a, ReadTestWriteResult>;
 
+    /// Like [`StorageServer::read_immutable_share`], on a mutable share's current data.
     fn read_mutable_share(
         &self,
         storage_index: StorageIndex,

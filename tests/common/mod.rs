@@ -1,9 +1,11 @@
 //! Shared helpers for integration tests: finding the Python interpreter of the project's venv, which has
-//! tahoe-lafs 1.20.0 and zfec installed (made by `mount-tests/venv.sh`), and (`grid`) a real local storage grid.
+//! tahoe-lafs 1.20.0 and zfec installed (made by `mount-tests/venv.sh`); a real local storage grid (`grid`); and
+//! the storage server contract suite (`storage_contract`).
 
 #![allow(dead_code)]
 
 pub mod grid;
+pub mod storage_contract;
 
 use std::path::PathBuf;
 use std::process::Command;
