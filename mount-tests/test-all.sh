@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of tahoe-mount, as CI does: formatting, lints, unit, property and interop tests (against the
-# reference implementation, tahoe-lafs 1.20.0, and Python zfec, installed into a cached venv), and a quick run of
-# the benchmarks so they cannot rot. Needs the Rust toolchain; installs everything else it needs.
+# reference implementation, tahoe-lafs 1.20.0, and Python zfec, installed into a cached venv; the storage tests
+# start real tahoe-lafs storage nodes on 127.0.0.1 and stop them), and a quick run of the benchmarks so they
+# cannot rot. Needs the Rust toolchain; installs everything else it needs.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -16,4 +17,5 @@ echo "== cargo test"
 cargo test --quiet
 echo "== benchmarks, quick mode (figures are for humans, not asserted)"
 TAHOE_MOUNT_BENCH_QUICK=1 cargo bench --quiet --bench erasure
+TAHOE_MOUNT_BENCH_QUICK=1 cargo bench --quiet --bench gbs
 echo "== all tests passed"

@@ -22,7 +22,7 @@ def main():
     request = json.load(sys.stdin)
     server = HTTPNativeStorageServer(request["server_id"].encode(), request["ann"], {"tcp": "tcp"})
     holder = SecretHolder(bytes.fromhex(request["lease_secret"]), b"\0" * 32)
-    node = MutableFileNode(None, holder, None, None).init_from_cap(uri.from_string(request["writecap"]))
+    node = MutableFileNode(None, holder, {"k": 3, "n": 10}, None).init_from_cap(uri.from_string(request["writecap"]))
     storage_index = bytes.fromhex(request["storage_index"])
     seed = server.get_lease_seed()
     file_renewal = hashutil.file_renewal_secret_hash(holder.get_renewal_secret(), storage_index)

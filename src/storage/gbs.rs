@@ -335,7 +335,6 @@ impl GbsServer {
             },
             StatusCode::NOT_FOUND => StorageError::NotFound { server, what },
             StatusCode::CONFLICT => StorageError::Conflict { server, what },
-            StatusCode::METHOD_NOT_ALLOWED => StorageError::Refused { server, what },
             status => StorageError::Http {
                 server,
                 status: status.as_u16(),
@@ -416,11 +415,7 @@ impl GbsServer {
         length: u64,
     ) -> Result<Bytes, StorageError> {
         let what = format!("read {kind} share {si}/{share} at {offset}+{length}");
-        if length == 0 {
-            return Ok(Bytes::new());
-        }
-        let last = offset
-            .checked_add(length - 1)
+        let last = inclusive_end(offset, length)
             .ok_or_else(|| self.protocol(format!("{what}: range overflows")))?;
         let max_body = usize::try_from(length).unwrap_or(usize::MAX);
         let path = format!("/storage/v1/{kind}/{si}/{share}");
@@ -458,7 +453,7 @@ impl GbsServer {
                     .ok_or_else(|| {
                         self.protocol(format!("{what}: 206 reply without a valid Content-Range"))
                     })?;
-                if start != offset || end < start || end > last {
+                if start != offset || end < start || i128::from(end) > last {
                     return Err(self.protocol(format!(
                         "{what}: the server answered bytes {start}-{end}, not a prefix of {offset}-{last}"
                     )));
@@ -548,8 +543,7 @@ impl GbsServer {
             "write immutable share {si}/{share} at {offset}+{}",
             data.len()
         );
-        let last = offset
-            .checked_add(data.len() as u64 - 1)
+        let last = inclusive_end(offset, data.len() as u64)
             .ok_or_else(|| self.protocol(format!("{what}: range overflows")))?;
         let path = format!("/storage/v1/immutable/{si}/{share}");
         // Rewriting the same bytes is harmless (the server accepts identical overlapping writes), so a write
@@ -630,6 +624,13 @@ fn to_cbor<T: Serialize>(value: &T) -> Bytes {
     // Serializing plain structs into a Vec cannot fail.
     let _ = ciborium::into_writer(value, &mut out);
     Bytes::from(out)
+}
+
+/// The inclusive last byte of `length` bytes at `offset`, as HTTP ranges write it. A zero-length range comes
+/// out as `offset - 1` (possibly -1): it cannot be expressed, and is sent anyway so that the server gives its
+/// own answer (416 from 1.20), as for any other request it cannot serve. `None` on overflow.
+fn inclusive_end(offset: u64, length: u64) -> Option<i128> {
+    offset.checked_add(length).map(|end| i128::from(end) - 1)
 }
 
 /// `bytes A-B/*` (or `/N`) → (A, B).
@@ -821,12 +822,10 @@ impl StorageServer for GbsServer {
     ) -> StorageFuture<'a, UploadProgress> {
         Box::pin(async move {
             if data.is_empty() {
-                return Err(StorageError::Refused {
-                    server: self.name.clone(),
-                    what: format!(
-                        "write of no bytes to immutable share {storage_index}/{share_number}"
-                    ),
-                });
+                // Sent as is, so the answer is the server's (see `inclusive_end`).
+                return self
+                    .write_chunk(storage_index, share_number, upload_secret, offset, data)
+                    .await;
             }
             let chunk = self.options.upload_chunk.max(1);
             let mut progress = None;

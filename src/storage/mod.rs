@@ -184,8 +184,6 @@ pub enum StorageError {
     NotFound { server: String, what: String },
     #[error("{server}: conflict: {what}")]
     Conflict { server: String, what: String },
-    #[error("{server}: refused: {what}")]
-    Refused { server: String, what: String },
     #[error("{server}: HTTP {status}: {body}")]
     Http {
         server: String,
