@@ -9,4 +9,5 @@ pub mod cli;
 pub mod crypto;
 pub mod erasure;
 pub mod grid;
+pub mod immutable;
 pub mod storage;

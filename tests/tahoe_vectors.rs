@@ -352,3 +352,40 @@ fn permutation_seeds_tubids_and_server_order_match_tahoe() {
         assert_eq!(permuted_order(&servers, &hex(&case["si"])), expected);
     }
 }
+
+#[test]
+fn immutable_share_headers_and_uri_extensions_match_tahoe() {
+    use tahoe_mount::immutable::layout::ShareLayout;
+    use tahoe_mount::immutable::uri_extension::UriExtension;
+    let vectors = &VECTORS["immutable_layout"];
+    for case in list(&vectors["headers"]) {
+        let n = |k: &str| case[k].as_u64().unwrap();
+        let layout = ShareLayout::for_upload(
+            n("data_size"),
+            n("block_size"),
+            n("num_segments"),
+            n("num_share_hashes"),
+        )
+        .unwrap();
+        assert_eq!(u64::from(layout.version), n("version"), "{case}");
+        assert_eq!(layout.header(), hex(&case["header"]), "{case}");
+        assert_eq!(
+            layout.allocated_size(n("uri_extension_size")),
+            Some(n("allocated_size")),
+            "{case}"
+        );
+        assert_eq!(ShareLayout::parse(&layout.header()).unwrap(), layout);
+    }
+    for case in list(&vectors["uri_extensions"]) {
+        let packed = hex(&case["packed"]);
+        let ueb = UriExtension::unpack(&packed).unwrap();
+        assert_eq!(ueb.pack(), packed, "repacking gives Tahoe's bytes");
+        for (key, value) in case["unpacked"].as_object().unwrap() {
+            match value.as_u64() {
+                Some(number) => assert_eq!(ueb.number(key).unwrap(), number, "{key}"),
+                None => assert_eq!(ueb.get(key).unwrap(), hex(value).as_slice(), "{key}"),
+            }
+        }
+        assert_eq!(hu::uri_extension_hash(&packed).to_vec(), hex(&case["hash"]));
+    }
+}

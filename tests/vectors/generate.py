@@ -295,6 +295,32 @@ def permutation_vectors():
     return {"servers": servers, "orders": orders}
 
 
+def immutable_layout_vectors():
+    """Share headers and allocated sizes from immutable/layout.py's own WriteBucketProxy (v1 when it fits, v2 for
+    the large ones, as make_write_bucket_proxy chooses), and URI extension blocks from uri.pack_extension."""
+    from allmydata.immutable import layout
+    headers = []
+    cases = [(0, 0, 1, 1, 100), (1, 1, 1, 3, 300), (131072 * 3, 131072, 3, 4, 320), (7, 3, 3, 7, 333),
+             (2**32 - 100, 2**20, 4096, 5, 400), (2**32 + 5, 2**20, 4097, 5, 400), (5 * 2**32, 2**32 + 1, 5, 9, 500)]
+    for data_size, block_size, num_segments, num_share_hashes, ueb_size in cases:
+        wbp = layout.make_write_bucket_proxy(None, None, data_size, block_size, num_segments,
+                                             num_share_hashes, ueb_size)
+        headers.append({"data_size": data_size, "block_size": block_size, "num_segments": num_segments,
+                        "num_share_hashes": num_share_hashes, "uri_extension_size": ueb_size,
+                        "version": 2 if isinstance(wbp, layout.WriteBucketProxy_v2) else 1,
+                        "header": h(wbp._offset_data), "allocated_size": wbp.get_allocated_size()})
+    uebs = []
+    for size in (0, 56, 131073, 35 * 2**20 + 7):
+        d = {"codec_name": b"crs", "codec_params": b"131073-3-10", "tail_codec_params": b"3-3-10",
+             "size": size, "segment_size": 131073, "num_segments": 1 + size // 131073, "needed_shares": 3,
+             "total_shares": 10, "crypttext_hash": rb(32), "crypttext_root_hash": rb(32), "share_root_hash": rb(32)}
+        packed = uri.pack_extension(d)
+        back = uri.unpack_extension(packed)
+        uebs.append({"packed": h(packed), "unpacked": {k: (v if isinstance(v, int) else h(v)) for k, v in back.items()},
+                     "hash": h(hashutil.uri_extension_hash(packed))})
+    return {"headers": headers, "uri_extensions": uebs}
+
+
 def main():
     vectors = {
         "generator": "tests/vectors/generate.py",
@@ -306,6 +332,7 @@ def main():
         "hashtree": hashtree_vectors(),
         "caps": cap_vectors(),
         "permutation": permutation_vectors(),
+        "immutable_layout": immutable_layout_vectors(),
     }
     text = json.dumps(vectors, indent=1, sort_keys=True) + "\n"
     if "--check" in sys.argv:
