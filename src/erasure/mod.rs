@@ -163,50 +163,19 @@ impl Codec {
     ) -> Result<(), ErasureError> {
         let len = self.check_blocks("data block", data, self.k)?;
         check_count("outputs", shares.len(), outputs.len())?;
-        let mut seen = ShareSet([0; 4]);
-        for &share in shares {
-            self.check_share(share)?;
-            if !seen.insert(share) {
-                return Err(ErasureError::DuplicateShare(share));
-            }
-        }
+        self.share_set(shares)?;
         check_lengths("output", outputs.iter().map(|o| o.len()), len)?;
 
-        let mut rows: [&[u8]; MAX_SHARES] = [&[]; MAX_SHARES];
-        let mut row_outputs: [&mut [u8]; MAX_SHARES] =
-            std::array::from_fn(|_| <&mut [u8]>::default());
-        let mut copies: [(usize, &mut [u8]); MAX_SHARES] =
-            std::array::from_fn(|_| (0, <&mut [u8]>::default()));
-        let (mut n_rows, mut n_copies) = (0, 0);
+        let mut gathered = Outputs::new();
         for (&share, output) in shares.iter().zip(outputs.iter_mut()) {
             let s = usize::from(share);
-            let source = if s < self.k {
-                Some(s)
+            if s < self.k {
+                gathered.copy(s, output);
             } else {
-                kernel::unit_source(self.check_row(s))
-            };
-            match source {
-                Some(j) => {
-                    copies[n_copies] = (j, &mut **output);
-                    n_copies += 1;
-                }
-                None => {
-                    rows[n_rows] = self.check_row(s);
-                    row_outputs[n_rows] = &mut **output;
-                    n_rows += 1;
-                }
+                gathered.compute(self.check_row(s), output);
             }
         }
-        kernel::run(
-            self.kernel_impl,
-            Work {
-                inputs: data,
-                rows: &rows[..n_rows],
-                row_outputs: &mut row_outputs[..n_rows],
-                copies: &mut copies[..n_copies],
-                streaming_threshold: self.streaming_threshold,
-            },
-        );
+        gathered.run(self.kernel_impl, data, self.streaming_threshold);
         Ok(())
     }
 
@@ -222,28 +191,19 @@ impl Codec {
         check_count("share numbers", self.k, shares.len())?;
         check_count("outputs", self.k, outputs.len())?;
         check_lengths("output", outputs.iter().map(|o| o.len()), len)?;
-        // Where each share number's block sits in `blocks`.
-        let mut position_of = [u16::MAX; MAX_SHARES];
-        let mut set = ShareSet([0; 4]);
-        for (i, &share) in shares.iter().enumerate() {
-            let s = self.check_share(share)?;
-            if !set.insert(share) {
-                return Err(ErasureError::DuplicateShare(share));
-            }
-            position_of[s] = i as u16;
-        }
+        let set = self.share_set(shares)?;
         let plan = self.decode_plan(set);
 
+        // Where each share number's block sits in `blocks`.
+        let mut position_of = [0usize; MAX_SHARES];
+        for (i, &share) in shares.iter().enumerate() {
+            position_of[usize::from(share)] = i;
+        }
         let mut inputs: [&[u8]; MAX_SHARES] = [&[]; MAX_SHARES];
         for (input, &share) in inputs.iter_mut().zip(&plan.position_shares) {
-            *input = blocks[usize::from(position_of[usize::from(share)])];
+            *input = blocks[position_of[usize::from(share)]];
         }
-        let mut rows: [&[u8]; MAX_SHARES] = [&[]; MAX_SHARES];
-        let mut row_outputs: [&mut [u8]; MAX_SHARES] =
-            std::array::from_fn(|_| <&mut [u8]>::default());
-        let mut copies: [(usize, &mut [u8]); MAX_SHARES] =
-            std::array::from_fn(|_| (0, <&mut [u8]>::default()));
-        let (mut n_rows, mut n_copies) = (0, 0);
+        let mut gathered = Outputs::new();
         let mut missing = plan
             .missing
             .iter()
@@ -252,36 +212,29 @@ impl Codec {
             .peekable();
         for (i, output) in outputs.iter_mut().enumerate() {
             match missing.next_if(|&(_, block)| block == i) {
-                Some((a, _)) => {
-                    let row = &plan.rows[a * self.k..(a + 1) * self.k];
-                    // With k = 1 every share is the data itself, so rebuilding is a copy.
-                    if let Some(j) = kernel::unit_source(row) {
-                        copies[n_copies] = (j, &mut **output);
-                        n_copies += 1;
-                    } else {
-                        rows[n_rows] = row;
-                        row_outputs[n_rows] = &mut **output;
-                        n_rows += 1;
-                    }
-                }
-                None => {
-                    // A data share that arrived: the plan put it at input position i.
-                    copies[n_copies] = (i, &mut **output);
-                    n_copies += 1;
-                }
+                Some((a, _)) => gathered.compute(&plan.rows[a * self.k..(a + 1) * self.k], output),
+                // A data share that arrived: the plan put it at input position i.
+                None => gathered.copy(i, output),
             }
         }
-        kernel::run(
+        gathered.run(
             self.kernel_impl,
-            Work {
-                inputs: &inputs[..self.k],
-                rows: &rows[..n_rows],
-                row_outputs: &mut row_outputs[..n_rows],
-                copies: &mut copies[..n_copies],
-                streaming_threshold: self.streaming_threshold,
-            },
+            &inputs[..self.k],
+            self.streaming_threshold,
         );
         Ok(())
+    }
+
+    /// The set of `shares`, each checked to be in range and given once.
+    fn share_set(&self, shares: &[u16]) -> Result<ShareSet, ErasureError> {
+        let mut set = ShareSet([0; 4]);
+        for &share in shares {
+            self.check_share(share)?;
+            if !set.insert(share) {
+                return Err(ErasureError::DuplicateShare(share));
+            }
+        }
+        Ok(set)
     }
 
     fn check_row(&self, share: usize) -> &[u8] {
@@ -331,6 +284,59 @@ impl Codec {
         }
         cache.insert(0, (set, Arc::clone(&plan)));
         plan
+    }
+}
+
+/// One call's outputs, sorted into coefficient rows to compute and plain copies of an input, gathered on the
+/// stack so that calls do not allocate.
+struct Outputs<'a> {
+    rows: [&'a [u8]; MAX_SHARES],
+    row_outputs: [&'a mut [u8]; MAX_SHARES],
+    copies: [(usize, &'a mut [u8]); MAX_SHARES],
+    n_rows: usize,
+    n_copies: usize,
+}
+
+impl<'a> Outputs<'a> {
+    fn new() -> Outputs<'a> {
+        Outputs {
+            rows: [&[]; MAX_SHARES],
+            row_outputs: std::array::from_fn(|_| <&mut [u8]>::default()),
+            copies: std::array::from_fn(|_| (0, <&mut [u8]>::default())),
+            n_rows: 0,
+            n_copies: 0,
+        }
+    }
+
+    /// `output = row · inputs`. A unit row (every share when k = 1) becomes a copy: no multiplies.
+    fn compute(&mut self, row: &'a [u8], output: &'a mut [u8]) {
+        match kernel::unit_source(row) {
+            Some(input) => self.copy(input, output),
+            None => {
+                self.rows[self.n_rows] = row;
+                self.row_outputs[self.n_rows] = output;
+                self.n_rows += 1;
+            }
+        }
+    }
+
+    /// `output = inputs[input]`.
+    fn copy(&mut self, input: usize, output: &'a mut [u8]) {
+        self.copies[self.n_copies] = (input, output);
+        self.n_copies += 1;
+    }
+
+    fn run(mut self, kernel_impl: &KernelImpl, inputs: &[&'a [u8]], streaming_threshold: usize) {
+        kernel::run(
+            kernel_impl,
+            Work {
+                inputs,
+                rows: &self.rows[..self.n_rows],
+                row_outputs: &mut self.row_outputs[..self.n_rows],
+                copies: &mut self.copies[..self.n_copies],
+                streaming_threshold,
+            },
+        );
     }
 }
 
