@@ -335,17 +335,13 @@ async fn lease_secrets_and_write_enablers_equal_allmydata_for_the_same_server() 
 
     let writecap =
         "URI:SSK:vdwwblrmxefk36j5uqkdsihyru:53xlpz7ue5pktjsgpgw6wgj5xhnu2bhgrhamxrsvbxv6zpmffoka";
-    let writekey = match Cap::parse(writecap).unwrap() {
-        Cap::File(FileCap::Mutable(m)) => match m.access {
-            MutableAccess::Write { writekey } => writekey,
-            _ => unreachable!(),
-        },
-        _ => unreachable!(),
+    let Cap::File(FileCap::Mutable(mutable)) = Cap::parse(writecap).unwrap() else {
+        unreachable!("the test's writecap is an SSK writecap")
     };
-    let mutable_si = match Cap::parse(writecap).unwrap() {
-        Cap::File(FileCap::Mutable(m)) => StorageIndex(m.storage_index()),
-        _ => unreachable!(),
+    let MutableAccess::Write { writekey } = mutable.access else {
+        unreachable!("the test's writecap is an SSK writecap")
     };
+    let mutable_si = StorageIndex(mutable.storage_index());
     let lease_secret: [u8; 32] = random_bytes();
     let immutable_si = StorageIndex(random_bytes());
     let request = serde_json::json!({

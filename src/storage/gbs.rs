@@ -257,7 +257,7 @@ impl GbsServer {
                         .is_some() =>
                 {
                     return Err(self.protocol(format!(
-                        "{what}: the reply is longer than the {limit} bytes expected"
+                        "{what}: the server sent more than the {limit} bytes expected (reply longer than allowed)"
                     )));
                 }
                 Err(e) => {
@@ -389,6 +389,30 @@ impl GbsServer {
         }
     }
 
+    /// POSTs a CBOR `body` with `secrets` to `path` and checks the status is one of `ok`.
+    async fn post_cbor(
+        &self,
+        what: &str,
+        path: &str,
+        secrets: &[(&str, &[u8])],
+        body: Bytes,
+        retry: Retry,
+        ok: &[StatusCode],
+    ) -> Result<Reply, StorageError> {
+        let reply = self
+            .exchange(what, retry, self.options.max_cbor_reply, |base| {
+                self.request(
+                    Method::POST,
+                    format!("{base}{path}"),
+                    secrets,
+                    Some((body.clone(), CBOR)),
+                )
+            })
+            .await?;
+        self.expect(what, &reply, ok)?;
+        Ok(reply)
+    }
+
     async fn get_cbor<T: DeserializeOwned>(
         &self,
         what: &str,
@@ -419,29 +443,16 @@ impl GbsServer {
             .ok_or_else(|| self.protocol(format!("{what}: range overflows")))?;
         let max_body = usize::try_from(length).unwrap_or(usize::MAX);
         let path = format!("/storage/v1/{kind}/{si}/{share}");
+        // The size limit also stops a server that ignores Range and sends the whole share.
         let reply = self
-            .exchange(
-                &what,
-                Retry::Idempotent,
-                max_body.saturating_add(0),
-                |base| {
-                    let mut request = self.request(Method::GET, format!("{base}{path}"), &[], None);
-                    if let Ok(range) = HeaderValue::from_str(&format!("bytes={offset}-{last}")) {
-                        request.headers_mut().insert(RANGE, range);
-                    }
-                    request
-                },
-            )
-            .await;
-        let reply = match reply {
-            // A whole share longer than asked for (a server that ignores Range) is cut by the size limit.
-            Err(StorageError::Protocol { problem, .. }) if problem.contains("longer than") => {
-                return Err(self.protocol(format!(
-                    "{what}: the server sent more than the {length} bytes asked for"
-                )));
-            }
-            other => other?,
-        };
+            .exchange(&what, Retry::Idempotent, max_body, |base| {
+                let mut request = self.request(Method::GET, format!("{base}{path}"), &[], None);
+                if let Ok(range) = HeaderValue::from_str(&format!("bytes={offset}-{last}")) {
+                    request.headers_mut().insert(RANGE, range);
+                }
+                request
+            })
+            .await?;
         match reply.status {
             StatusCode::NO_CONTENT => Ok(Bytes::new()),
             StatusCode::PARTIAL_CONTENT => {
@@ -500,17 +511,16 @@ impl GbsServer {
         }
         let body = to_cbor(&CorruptRequest { reason: &reason });
         let path = format!("/storage/v1/{kind}/{si}/{share}/corrupt");
-        let reply = self
-            .exchange(&what, Retry::Idempotent, MAX_ERROR_BODY, |base| {
-                self.request(
-                    Method::POST,
-                    format!("{base}{path}"),
-                    &[],
-                    Some((body.clone(), CBOR)),
-                )
-            })
-            .await?;
-        self.expect(&what, &reply, &[StatusCode::OK, StatusCode::NO_CONTENT])
+        self.post_cbor(
+            &what,
+            &path,
+            &[],
+            body,
+            Retry::Idempotent,
+            &[StatusCode::OK, StatusCode::NO_CONTENT],
+        )
+        .await
+        .map(drop)
     }
 
     async fn list_shares(
@@ -788,22 +798,10 @@ impl StorageServer for GbsServer {
                 ("upload-secret", upload_secret),
             ];
             // Not repeated after a timeout: a second allocation while the first is in progress returns nothing.
+            let ok = [StatusCode::OK, StatusCode::CREATED];
             let reply = self
-                .exchange(
-                    &what,
-                    Retry::ConnectOnly,
-                    self.options.max_cbor_reply,
-                    |base| {
-                        self.request(
-                            Method::POST,
-                            format!("{base}{path}"),
-                            &secrets,
-                            Some((body.clone(), CBOR)),
-                        )
-                    },
-                )
+                .post_cbor(&what, &path, &secrets, body, Retry::ConnectOnly, &ok)
                 .await?;
-            self.expect(&what, &reply, &[StatusCode::OK, StatusCode::CREATED])?;
             let answer: AllocateResponse = self.decode(&what, &reply)?;
             Ok(Allocation {
                 already_have: answer.already_have.0.0,
@@ -970,22 +968,10 @@ impl StorageServer for GbsServer {
                 ("lease-cancel-secret", &secrets.lease.cancel),
             ];
             // Not repeated after a timeout: the tests would then see this request's own writes.
+            let ok = [StatusCode::OK];
             let reply = self
-                .exchange(
-                    &what,
-                    Retry::ConnectOnly,
-                    self.options.max_cbor_reply,
-                    |base| {
-                        self.request(
-                            Method::POST,
-                            format!("{base}{path}"),
-                            &wire_secrets,
-                            Some((body.clone(), CBOR)),
-                        )
-                    },
-                )
+                .post_cbor(&what, &path, &wire_secrets, body, Retry::ConnectOnly, &ok)
                 .await?;
-            self.expect(&what, &reply, &[StatusCode::OK])?;
             let answer: ReadTestWriteResponse = self.decode(&what, &reply)?;
             Ok(ReadTestWriteResult {
                 success: answer.success,
