@@ -770,6 +770,10 @@ impl StorageServer for GbsServer {
         &self.name
     }
 
+    fn lease_seed(&self) -> StorageFuture<'_, [u8; 20]> {
+        Box::pin(self.tubid())
+    }
+
     fn version(&self) -> StorageFuture<'_, ServerVersion> {
         Box::pin(GbsServer::version(self))
     }

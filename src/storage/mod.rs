@@ -214,6 +214,10 @@ pub trait StorageServer: Send + Sync {
 
     fn version(&self) -> StorageFuture<'_, ServerVersion>;
 
+    /// The 20 bytes Tahoe derives this server's lease secrets and write enablers from: the tub id, which for
+    /// an HTTP storage server is the SHA-1 of its TLS certificate (so it may take a connection to learn).
+    fn lease_seed(&self) -> StorageFuture<'_, [u8; 20]>;
+
     /// Asks for room for `share_numbers`, each exactly `allocated_size` bytes, under `upload_secret`.
     ///
     /// `already_have` lists every complete share of `storage_index`, asked for or not. Shares with an upload in
