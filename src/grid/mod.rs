@@ -4,6 +4,7 @@
 //! Identity and order follow `allmydata/storage_client.py` exactly (`_parse_announcement`,
 //! `get_servers_for_psi`), so shares land on, and are looked for at, the same servers as with Python clients.
 
+pub mod client;
 pub mod placement;
 pub mod probe;
 
@@ -159,7 +160,10 @@ pub fn permuted_order(servers: &[ServerInfo], storage_index: &[u8]) -> Vec<usize
     )
 }
 
-fn order_by_seed<'s>(seeds: impl Iterator<Item = &'s [u8]>, storage_index: &[u8]) -> Vec<usize> {
+pub(super) fn order_by_seed<'s>(
+    seeds: impl Iterator<Item = &'s [u8]>,
+    storage_index: &[u8],
+) -> Vec<usize> {
     let mut keyed: Vec<([u8; 20], usize)> = seeds
         .enumerate()
         .map(|(i, seed)| {
