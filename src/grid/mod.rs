@@ -116,6 +116,17 @@ impl ServerInfo {
         }
     }
 
+    /// A server known only by a name, with no address: for in-process servers (tests, the in-memory grid).
+    pub fn named(name: &str) -> ServerInfo {
+        ServerInfo {
+            server_id: name.to_owned(),
+            nickname: Some(name.to_owned()),
+            nurls: Vec::new(),
+            furl: None,
+            permutation_seed: default_permutation_seed(name),
+        }
+    }
+
     /// The nickname if announced, else the server id.
     pub fn display_name(&self) -> &str {
         self.nickname.as_deref().unwrap_or(&self.server_id)

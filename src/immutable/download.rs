@@ -38,6 +38,8 @@ pub struct DownloadOptions {
     pub query_timeout: Duration,
     /// Bytes of verified plaintext segments kept for re-reads.
     pub cache_bytes: usize,
+    /// How long one read may take before its share is given up on for another.
+    pub read_timeout: Duration,
     /// Plaintext bytes fetched at once by sequential reads and whole-file downloads (at least one segment).
     pub batch_bytes: u64,
 }
@@ -47,6 +49,7 @@ impl Default for DownloadOptions {
         DownloadOptions {
             query_timeout: Duration::from_secs(15),
             cache_bytes: 8 << 20,
+            read_timeout: Duration::from_secs(60),
             batch_bytes: 4 << 20,
         }
     }
@@ -212,7 +215,17 @@ impl ChkReader {
             let Some((server, share)) = shares.spare.pop_front() else {
                 break;
             };
-            match fetch_share_metadata(&grid, storage_index, &cap, server, share, None).await {
+            match fetch_share_metadata(
+                &grid,
+                storage_index,
+                &cap,
+                server,
+                share,
+                None,
+                options.read_timeout,
+            )
+            .await
+            {
                 Ok((active, file_facts)) => {
                     facts = file_facts;
                     shares.active.push(active);
@@ -466,9 +479,15 @@ impl ChkReader {
         let data = if length == 0 {
             Bytes::new()
         } else {
-            storage
-                .read_immutable_share(self.inner.storage_index, share.share, start, length)
-                .await?
+            let timeout = self.inner.options.read_timeout;
+            let read =
+                storage.read_immutable_share(self.inner.storage_index, share.share, start, length);
+            tokio::time::timeout(timeout, read).await.map_err(|_| {
+                ShareFault::Unavailable(format!(
+                    "no block data within {:.0} s",
+                    timeout.as_secs_f64()
+                ))
+            })??
         };
         if (data.len() as u64) < length {
             return Err(ShareFault::Corrupt(format!(
@@ -533,9 +552,18 @@ impl ChkReader {
                 let cap = inner.cap;
                 let si = inner.storage_index;
                 let expected = inner.facts.share_root;
+                let timeout = inner.options.read_timeout;
                 fetches.spawn(async move {
-                    let result =
-                        fetch_share_metadata(&grid, si, &cap, server, share, Some(expected)).await;
+                    let result = fetch_share_metadata(
+                        &grid,
+                        si,
+                        &cap,
+                        server,
+                        share,
+                        Some(expected),
+                        timeout,
+                    )
+                    .await;
                     (server, share, result)
                 });
             }
@@ -762,6 +790,24 @@ fn drop_share(
 /// Reads and verifies one share's header, hash trees and UEB. With `expected_share_root` unset (the first share),
 /// also returns the file's facts from its (authenticated) UEB.
 async fn fetch_share_metadata(
+    grid: &Grid,
+    storage_index: StorageIndex,
+    cap: &ChkCap,
+    server: usize,
+    share: ShareNumber,
+    expected_share_root: Option<Hash>,
+    timeout: Duration,
+) -> Result<(ActiveShare, Option<FileFacts>), ShareFault> {
+    let fetch = read_share_metadata(grid, storage_index, cap, server, share, expected_share_root);
+    tokio::time::timeout(timeout, fetch).await.map_err(|_| {
+        ShareFault::Unavailable(format!(
+            "no share metadata within {:.0} s",
+            timeout.as_secs_f64()
+        ))
+    })?
+}
+
+async fn read_share_metadata(
     grid: &Grid,
     storage_index: StorageIndex,
     cap: &ChkCap,

@@ -50,6 +50,8 @@ pub struct UploadOptions {
     pub query_timeout: Duration,
     /// Bytes gathered per share before a write: large writes keep the servers' per-request cost low.
     pub write_chunk: usize,
+    /// How long one write may take before its server is given up on.
+    pub write_timeout: Duration,
     /// Called with the plaintext bytes encoded and handed to the servers so far.
     pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
 }
@@ -63,6 +65,7 @@ impl UploadOptions {
             threads: 0,
             query_timeout: Duration::from_secs(15),
             write_chunk: 512 << 10,
+            write_timeout: Duration::from_secs(120),
             progress: None,
         }
     }
@@ -171,6 +174,7 @@ pub async fn upload_file(
             .collect(),
         lost: Vec::new(),
         chunk: options.write_chunk.max(1),
+        write_timeout: options.write_timeout,
     };
     match push
         .run(file, key, geometry, &layout, options, trailer)
@@ -672,6 +676,7 @@ struct Push<'g> {
     /// Shares given up on, and why.
     lost: Vec<(ShareNumber, usize, String)>,
     chunk: usize,
+    write_timeout: Duration,
 }
 
 impl Push<'_> {
@@ -774,11 +779,17 @@ impl Push<'_> {
                     let storage = self.grid.servers()[writer.server].storage.clone();
                     let (si, share, secret) =
                         (self.storage_index, writer.share, self.upload_secret);
+                    let timeout = self.write_timeout;
                     writer.pending = Some(tokio::spawn(async move {
-                        storage
-                            .write_share_chunk(si, share, &secret, offset, data)
-                            .await
-                            .map(|progress| progress.complete)
+                        let write = storage.write_share_chunk(si, share, &secret, offset, data);
+                        match tokio::time::timeout(timeout, write).await {
+                            Ok(result) => result.map(|progress| progress.complete),
+                            Err(_) => Err(StorageError::Timeout {
+                                server: storage.name().to_owned(),
+                                what: "share write",
+                                seconds: timeout.as_secs_f64(),
+                            }),
+                        }
                     }));
                 }
             }
