@@ -9,8 +9,9 @@
 //!    place shares by servers-of-happiness, allocate;
 //! 3. encoder threads (one per core) each take every T-th segment: read, AES-CTR encrypt, hash, erasure-code,
 //!    hash every block; a collector puts segments back in order and hashes the whole crypttext;
-//! 4. the async side appends each block to its share's buffer and writes large chunks to all servers in parallel,
-//!    one write in flight per share, which is what bounds the pipeline;
+//! 4. the async side queues each block for its share and writes to all servers in parallel, one write in flight
+//!    per share, which is what bounds the pipeline; a block at least half a write chunk long is sent as it is
+//!    (a slice of the segment, no copy), smaller ones are gathered into one write;
 //! 5. the hash trees, share hashes and the URI extension block close every share.
 //!
 //! A server that fails mid-upload loses its shares; the upload carries on while happiness holds, else every
@@ -168,7 +169,7 @@ pub async fn upload_file(
                 share,
                 server,
                 offset: 0,
-                buffer: layout.header(),
+                queue: vec![Bytes::from(layout.header())],
                 pending: None,
             })
             .collect(),
@@ -610,7 +611,7 @@ fn start_encoder(
             })
             .map_err(|e| UploadError::Failed(format!("cannot start an encoder thread: {e}")))?;
     }
-    let (ordered, receiver) = tokio::sync::mpsc::channel(2);
+    let (ordered, receiver) = tokio::sync::mpsc::channel(1);
     std::thread::Builder::new()
         .name("encode-collect".into())
         .spawn(move || {
@@ -658,9 +659,10 @@ impl Trailer {
 struct ShareWriter {
     share: ShareNumber,
     server: usize,
-    /// Share offset of `buffer[0]`.
+    /// Share offset of the first queued byte.
     offset: u64,
-    buffer: Vec<u8>,
+    /// Bytes to write next, in order.
+    queue: Vec<Bytes>,
     pending: Option<JoinHandle<Result<bool, StorageError>>>,
 }
 
@@ -706,7 +708,7 @@ impl Push<'_> {
                     for i in 0..self.writers.len() {
                         let share = usize::from(self.writers[i].share);
                         let block = segment.block(share, needed);
-                        self.writers[i].buffer.extend_from_slice(&block);
+                        self.writers[i].queue.push(block);
                     }
                     self.flush(false).await?;
                     sent += segment.length as u64;
@@ -733,7 +735,7 @@ impl Push<'_> {
         let tree_bytes = (layout.crypttext_hash_tree - layout.plaintext_hash_tree) as usize;
         for writer in &mut self.writers {
             let share = usize::from(writer.share);
-            let buffer = &mut writer.buffer;
+            let mut buffer = Vec::new();
             // The unused plaintext hash tree is written as zeros, as Tahoe does, so the share is complete.
             buffer.resize(buffer.len() + tree_bytes, 0);
             buffer.extend(crypttext_tree.nodes().iter().flatten());
@@ -752,6 +754,7 @@ impl Push<'_> {
                 buffer.extend((ueb.len() as u64).to_be_bytes());
             }
             buffer.extend_from_slice(&ueb);
+            writer.queue.push(Bytes::from(buffer));
         }
         self.flush(true).await?;
         Ok(ueb_hash)
@@ -762,18 +765,26 @@ impl Push<'_> {
     async fn flush(&mut self, finish: bool) -> Result<(), UploadError> {
         let mut i = 0;
         while i < self.writers.len() {
-            let ready = finish || self.writers[i].buffer.len() >= self.chunk;
+            let queued: usize = self.writers[i].queue.iter().map(Bytes::len).sum();
+            let ready = finish || queued >= self.chunk / 2;
             if ready {
                 if let Err(reason) = self.settle(i).await {
                     self.lose(i, reason).await?;
                     continue;
                 }
                 let writer = &mut self.writers[i];
-                if !writer.buffer.is_empty() {
-                    let data = Bytes::from(std::mem::replace(
-                        &mut writer.buffer,
-                        Vec::with_capacity(self.chunk + self.chunk / 4),
-                    ));
+                if queued > 0 {
+                    let data = match writer.queue.len() {
+                        1 => writer.queue.pop().unwrap_or_default(),
+                        _ => {
+                            let mut joined = Vec::with_capacity(queued);
+                            for piece in writer.queue.drain(..) {
+                                joined.extend_from_slice(&piece);
+                            }
+                            Bytes::from(joined)
+                        }
+                    };
+                    writer.queue.clear();
                     let offset = writer.offset;
                     writer.offset += data.len() as u64;
                     let storage = self.grid.servers()[writer.server].storage.clone();
