@@ -20,6 +20,9 @@
 //!   happiness the grid could give (e.g. read-only r1 holding 0 and 1, read-only r2 holding nothing, writable
 //!   w1 and w2, N=3: Tahoe maps 0→r2, 1→r1, 2→w1, which is happiness 2; 3 was possible). Writable servers
 //!   likewise get asked for copies of shares that other writable servers already hold.
+//! - `share_placement` drops a writable server from its candidates altogether when every share it holds was
+//!   matched to a read-only server (it removes the emptied server-map entry together with the server), so that
+//!   server gets no share even where it would add one to the happiness.
 //! - The specification spreads leftover shares "as evenly as possible across the set of writable servers";
 //!   `_distribute_homeless_shares` spreads them only over writable servers that already hold a share of the
 //!   file when there are any (so they pile up there), and otherwise round-robins over a Python set.
@@ -495,7 +498,9 @@ mod tests {
             .map(|s| (s, [(s % 7) as u16, 300].into_iter().collect()))
             .collect();
         let placed = place_shares(256, &permuted, &writable, &existing);
-        assert_eq!(servers_of_happiness(&merged(&existing, &placed)), 256);
+        // 256 of this file's shares on distinct servers, plus a read-only server counted for stray share 300.
+        assert_eq!(servers_of_happiness(&merged(&existing, &placed)), 257);
+        assert!(every_share_placed(256, &merged(&existing, &placed)));
     }
 
     #[test]
