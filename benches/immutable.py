@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Immutable upload and download: tahoe-mount beside Tahoe-LAFS 1.20's own client, in one run on one grid.
 
-usage: immutable.py [--quick] [--size BYTES] [--bin PATH] [--keep]
+usage: immutable.py [--quick] [--size BYTES] [--bin PATH] [--keep] [--tahoe-only]
 
 Starts a local grid of 10 storage nodes (mount-tests/grid.py, under mount-tests/work/bench-immutable) and a
 Tahoe client node encoding 3-of-10, happy 7, then for one random file (256 MiB; --quick: 32 MiB, for CI):
@@ -17,8 +17,9 @@ separate what the `tahoe` CLI costs (it reads downloads 4 KiB at a time) from wh
 /proc/PID/stat; peak RSS from VmHWM, reset before each run where the kernel allows, and including the node's
 baseline, printed too), plus the `tahoe` CLI process, which streams the file to or from the node (its own
 rusage from wait4). For tahoe-mount it is the tahoe-mount process (rusage from wait4).
-The grid is stopped at the end, also on error. Without a tahoe-mount binary that has `put`/`get`, only Tahoe's
-half runs. Run it with the venv's Python (mount-tests/venv.sh); any other python3 makes/reuses that venv.
+The grid is stopped at the end, also on error. --tahoe-only measures Tahoe alone (no tahoe-mount binary
+needed); without it, a binary lacking `put`/`get` is an error. Run it with the venv's Python
+(mount-tests/venv.sh); any other python3 makes/reuses that venv.
 """
 
 import argparse
@@ -279,9 +280,9 @@ def report(size, results, skipped):
 
 def bench(a):
     size = a.size or (32 * MiB if a.quick else 256 * MiB)
-    skipped = has_put_and_get(a.bin)
-    if skipped:
-        print(f"immutable.py: {skipped}; measuring Tahoe only", flush=True)
+    skipped = "--tahoe-only" if a.tahoe_only else has_put_and_get(a.bin)
+    if skipped and not a.tahoe_only:
+        raise BenchError(f"{skipped} (--tahoe-only measures Tahoe alone)")
     grid("stop", WORK, check=False)
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
@@ -346,6 +347,7 @@ def main():
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
     p.add_argument("--bin", default=os.path.join(target, "release", "tahoe-mount"), help="tahoe-mount binary")
     p.add_argument("--keep", action="store_true", help="keep the grid directory (shares, logs) afterwards")
+    p.add_argument("--tahoe-only", action="store_true", help="measure Tahoe alone, without tahoe-mount")
     a = p.parse_args()
     a.bin = os.path.abspath(a.bin)
     ok = False
@@ -355,8 +357,8 @@ def main():
     except BenchError as e:
         print(f"immutable.py: {e}", file=sys.stderr)
     finally:
-        stopped = grid("stop", WORK, check=False)
-        if stopped.returncode != 0:
+        stopped = grid("stop", WORK, check=False) if os.path.isdir(WORK) else None
+        if stopped is not None and stopped.returncode != 0:
             print(f"immutable.py: grid.py stop failed: {stopped.stderr.decode()}", file=sys.stderr)
             ok = False
         if ok and not a.keep:
