@@ -4,9 +4,10 @@
 //! the same convergence secret giving the same cap, and reads that survive corrupt shares on N−k servers (which
 //! the servers then hear about).
 //!
-//! Sizes: LIT holds up to 55 bytes; 1.20's immutable segments are 1 MiB (`DEFAULT_IMMUTABLE_MAX_SEGMENT_SIZE`),
-//! so files above 1 MiB have several segments and the last one is short. 128 KiB ± 1 is where older Tahoe
-//! versions (and mutable files) cut segments. Contents are pseudo-random from a seed printed per test;
+//! Sizes: LIT holds up to 55 bytes. 1.20 cuts immutable files into segments of 1 MiB
+//! (`DEFAULT_IMMUTABLE_MAX_SEGMENT_SIZE`) rounded up to a multiple of k (upload.py), 1,048,578 bytes for k = 3:
+//! so 1 MiB + 1 is still one segment, and 1,048,579 the first size with two (the second one byte). 128 KiB ± 1
+//! is where older Tahoe versions (and mutable files) cut segments. Contents are pseudo-random from a seed printed per test;
 //! `TAHOE_MOUNT_TEST_SEED=<seed>` replays a run.
 
 mod common;
@@ -29,6 +30,8 @@ const N: u16 = 10;
 const MIB: usize = 1 << 20;
 /// Largest file Tahoe stores in the cap itself (`URI:LIT:`).
 const LIT_MAX: usize = 55;
+/// The segment size of files of 1 MiB and more: 1 MiB rounded up to a multiple of k.
+const SEGMENT: usize = MIB.div_ceil(K as usize) * K as usize;
 
 const SIZES: &[usize] = &[
     0,
@@ -40,6 +43,8 @@ const SIZES: &[usize] = &[
     131_072,
     131_073,
     MIB,
+    SEGMENT,
+    SEGMENT + 1,
     33 * MIB + 7,
 ];
 
@@ -233,7 +238,16 @@ fn same_convergence_secret_and_parameters_give_the_same_cap() {
         "--shares-total",
         "10",
     ];
-    for size in [0, 1, LIT_MAX, LIT_MAX + 1, 4096, MIB, MIB + 1, 3 * MIB + 5] {
+    for size in [
+        0,
+        1,
+        LIT_MAX,
+        LIT_MAX + 1,
+        4096,
+        MIB,
+        SEGMENT + 1,
+        3 * MIB + 5,
+    ] {
         let data = pseudo_random(seed ^ 0x5eed, size);
         let mut args = vec!["--convergence", conv.as_str()];
         args.extend(params);
@@ -290,7 +304,7 @@ fn tahoe_mount_reads_past_corrupt_shares_on_n_minus_k_servers_and_tells_them() {
     let seed = seed();
     let grid = grid();
     let client = client();
-    let size = 2 * MIB + 3; // three segments
+    let size = 2 * SEGMENT + 1; // three segments, the last of one byte
     let data = pseudo_random(seed ^ 0xbad, size);
     let cap = client.put(&data);
     let si = storage_index_of(&cap);
