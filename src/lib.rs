@@ -6,6 +6,7 @@
 
 pub mod cap;
 pub mod cli;
+pub mod config;
 pub mod crypto;
 pub mod erasure;
 pub mod grid;

@@ -7,7 +7,10 @@ use crate::cap::{Cap, FileCap, MutableAccess};
 use crate::crypto::base32;
 use crate::erasure::Kernel;
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod transfer;
 
 /// Mount a Tahoe-LAFS grid, found through its grid service directory instead of an introducer.
 #[derive(Parser, Debug)]
@@ -31,18 +34,68 @@ enum Command {
     ///
     /// Exits non-zero if any server failed to answer, after listing them all.
     Servers {
-        /// A server's NURL (pb://<key hash>@host:port/<swissnum>#v=1); may be given several times.
-        #[arg(long = "server", value_name = "NURL")]
-        servers: Vec<String>,
-        /// Tahoe's static server list (private/servers.yaml format).
-        #[arg(long, value_name = "FILE")]
-        servers_file: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        servers: ServerArgs,
         /// Seconds to wait for each server.
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
     },
     /// List the erasure-coding kernels this CPU runs and the one in use (set TAHOE_MOUNT_EC_KERNEL to choose).
     Kernels,
+    /// Upload a file as an immutable file (CHK, or a literal cap up to 55 bytes) and print its cap.
+    ///
+    /// Only the cap goes to standard output. Uploads of the same bytes with the same convergence secret and
+    /// encoding parameters give the same cap, here and with `tahoe put`.
+    Put {
+        #[command(flatten)]
+        servers: ServerArgs,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Tahoe's convergence secret file (a node's private/convergence); default: the one in the config dir,
+        /// made on first use.
+        #[arg(long, value_name = "FILE")]
+        convergence: Option<PathBuf>,
+        /// k: shares needed to read the file.
+        #[arg(long, default_value_t = 3)]
+        shares_needed: u16,
+        /// Servers of happiness: fail unless shares land on at least this many servers.
+        #[arg(long, default_value_t = 7)]
+        shares_happy: u16,
+        /// N: shares made.
+        #[arg(long, default_value_t = 10)]
+        shares_total: u16,
+        /// The file to upload, or - (the default) for standard input.
+        file: Option<PathBuf>,
+    },
+    /// Download an immutable file by its cap.
+    Get {
+        #[command(flatten)]
+        servers: ServerArgs,
+        /// The file's cap (URI:CHK:… or URI:LIT:…), or - to read it from standard input.
+        cap: String,
+        /// Where to write it, or - (the default) for standard output. A file is written under a temporary name
+        /// and renamed into place once complete.
+        file: Option<PathBuf>,
+    },
+}
+
+/// Which storage servers to use (until grids are found through a grid service directory).
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    /// A server's NURL (pb://<key hash>@host:port/<swissnum>#v=1); may be given several times.
+    #[arg(long = "server", value_name = "NURL")]
+    servers: Vec<String>,
+    /// Tahoe's static server list (private/servers.yaml format).
+    #[arg(long, value_name = "FILE")]
+    servers_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ConfigArgs {
+    /// The configuration directory (default: $TAHOE_MOUNT_CONFIG_DIR, $XDG_CONFIG_HOME/tahoe-mount or
+    /// ~/.config/tahoe-mount).
+    #[arg(long, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
 }
 
 /// Parses the command line and runs the chosen command.
@@ -51,11 +104,28 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Cap { cap } => describe_cap(&cap),
         Command::Kernels => list_kernels(),
-        Command::Servers {
+        Command::Servers { servers, timeout } => list_servers(&servers, timeout),
+        Command::Put {
             servers,
-            servers_file,
-            timeout,
-        } => list_servers(&servers, servers_file.as_deref(), timeout),
+            config,
+            convergence,
+            shares_needed,
+            shares_happy,
+            shares_total,
+            file,
+        } => transfer::put(
+            &servers,
+            config.config_dir.as_deref(),
+            convergence.as_deref(),
+            crate::immutable::params::EncodingParams {
+                needed: shares_needed,
+                happy: shares_happy,
+                total: shares_total,
+                ..Default::default()
+            },
+            file.as_deref(),
+        ),
+        Command::Get { servers, cap, file } => transfer::get(&servers, &cap, file.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,28 +136,33 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn list_servers(
-    nurls: &[String],
-    file: Option<&std::path::Path>,
-    timeout: f64,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let mut servers = Vec::new();
-    for text in nurls {
-        let nurl = text.parse().with_context(|| format!("--server {text}"))?;
-        servers.push(crate::grid::ServerInfo::from_nurl(nurl));
-    }
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        servers.extend(
-            crate::grid::parse_servers_yaml(&text).with_context(|| path.display().to_string())?,
+impl ServerArgs {
+    /// The servers named by `--server` and `--servers-file`; at least one.
+    fn load(&self) -> anyhow::Result<Vec<crate::grid::ServerInfo>> {
+        use anyhow::Context;
+        let mut servers = Vec::new();
+        for text in &self.servers {
+            let nurl = text.parse().with_context(|| format!("--server {text}"))?;
+            servers.push(crate::grid::ServerInfo::from_nurl(nurl));
+        }
+        if let Some(path) = &self.servers_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            servers.extend(
+                crate::grid::parse_servers_yaml(&text)
+                    .with_context(|| path.display().to_string())?,
+            );
+        }
+        anyhow::ensure!(
+            !servers.is_empty(),
+            "no servers given: use --server NURL or --servers-file servers.yaml"
         );
+        Ok(servers)
     }
-    anyhow::ensure!(
-        !servers.is_empty(),
-        "no servers given: use --server NURL or --servers-file servers.yaml"
-    );
+}
+
+fn list_servers(servers: &ServerArgs, timeout: f64) -> anyhow::Result<()> {
+    let servers = servers.load()?;
     anyhow::ensure!(
         timeout.is_finite() && timeout > 0.0,
         "--timeout must be a positive number of seconds"
@@ -99,12 +174,7 @@ fn list_servers(
         read_retries: 0,
         ..Default::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let results = runtime.block_on(crate::grid::probe::probe_all(servers, &options));
+    let results = runtime()?.block_on(crate::grid::probe::probe_all(servers, &options));
     println!(
         "{:<24} {:<20} {:>12} {:>10}",
         "SERVER", "VERSION", "AVAILABLE", "RTT"
@@ -134,6 +204,16 @@ fn list_servers(
     Ok(())
 }
 
+/// The async runtime for one command: two threads are plenty for network waits; CPU work has its own threads.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut value = n as f64;
@@ -158,7 +238,8 @@ fn list_kernels() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn describe_cap(arg: &str) -> anyhow::Result<()> {
+/// A cap from the command line, or from the first line of standard input for `-`.
+fn read_cap_arg(arg: &str) -> anyhow::Result<Cap> {
     let text = if arg == "-" {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line)?;
@@ -166,7 +247,11 @@ fn describe_cap(arg: &str) -> anyhow::Result<()> {
     } else {
         arg.trim().to_owned()
     };
-    let cap = Cap::parse(&text)?;
+    Ok(Cap::parse(&text)?)
+}
+
+fn describe_cap(arg: &str) -> anyhow::Result<()> {
+    let cap = read_cap_arg(arg)?;
     for (name, value) in describe(&cap) {
         println!("{name:<14} {value}");
     }

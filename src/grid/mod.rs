@@ -4,6 +4,7 @@
 //! Identity and order follow `allmydata/storage_client.py` exactly (`_parse_announcement`,
 //! `get_servers_for_psi`), so shares land on, and are looked for at, the same servers as with Python clients.
 
+pub mod client;
 pub mod placement;
 pub mod probe;
 
@@ -115,6 +116,17 @@ impl ServerInfo {
         }
     }
 
+    /// A server known only by a name, with no address: for in-process servers (tests, the in-memory grid).
+    pub fn named(name: &str) -> ServerInfo {
+        ServerInfo {
+            server_id: name.to_owned(),
+            nickname: Some(name.to_owned()),
+            nurls: Vec::new(),
+            furl: None,
+            permutation_seed: default_permutation_seed(name),
+        }
+    }
+
     /// The nickname if announced, else the server id.
     pub fn display_name(&self) -> &str {
         self.nickname.as_deref().unwrap_or(&self.server_id)
@@ -159,7 +171,10 @@ pub fn permuted_order(servers: &[ServerInfo], storage_index: &[u8]) -> Vec<usize
     )
 }
 
-fn order_by_seed<'s>(seeds: impl Iterator<Item = &'s [u8]>, storage_index: &[u8]) -> Vec<usize> {
+pub(super) fn order_by_seed<'s>(
+    seeds: impl Iterator<Item = &'s [u8]>,
+    storage_index: &[u8],
+) -> Vec<usize> {
     let mut keyed: Vec<([u8; 20], usize)> = seeds
         .enumerate()
         .map(|(i, seed)| {

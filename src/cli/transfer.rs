@@ -1,0 +1,228 @@
+//! `tahoe-mount put` and `get`: immutable files between local files (or pipes) and the grid, with a progress
+//! line on a terminal.
+
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::{ServerArgs, human_bytes, read_cap_arg, runtime};
+use crate::cap::{Cap, FileCap};
+use crate::config::{ConfigDir, read_secret_file};
+use crate::grid::client::Grid;
+use crate::immutable::download::{ChkReader, DownloadOptions};
+use crate::immutable::params::EncodingParams;
+use crate::immutable::upload::{UploadOptions, upload_file};
+use crate::storage::gbs::GbsOptions;
+
+/// Transfers shorter than this show no progress line.
+const PROGRESS_THRESHOLD: u64 = 4 << 20;
+
+pub(super) fn put(
+    servers: &ServerArgs,
+    config_dir: Option<&Path>,
+    convergence: Option<&Path>,
+    params: EncodingParams,
+    file: Option<&Path>,
+) -> anyhow::Result<()> {
+    params.validate()?;
+    let config = ConfigDir::locate(config_dir)?;
+    let convergence = match convergence {
+        Some(path) => read_secret_file(path)?,
+        None => config.convergence_secret()?,
+    };
+    let lease_secret = config.lease_secret()?;
+    let (source, name) = match file {
+        Some(path) if path != Path::new("-") => (
+            File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        _ => (spool_stdin()?, "standard input".to_owned()),
+    };
+    let size = source.metadata()?.len();
+    let grid = Grid::connect(servers.load()?, &GbsOptions::default())?;
+    let mut options = UploadOptions::new(convergence, lease_secret);
+    options.params = params;
+    let progress = Progress::start("put", size);
+    if let Some(p) = &progress {
+        let p = p.clone();
+        options.progress = Some(Arc::new(move |done| p.update(done)));
+    }
+    let result = runtime()?.block_on(upload_file(&grid, Arc::new(source), &options));
+    if let Some(p) = &progress {
+        p.finish();
+    }
+    let result = result.with_context(|| format!("cannot upload {name}"))?;
+    println!("{}", result.cap);
+    Ok(())
+}
+
+pub(super) fn get(servers: &ServerArgs, cap: &str, file: Option<&Path>) -> anyhow::Result<()> {
+    let cap = read_cap_arg(cap)?;
+    let file_cap = match &cap {
+        Cap::File(f) => f,
+        Cap::Directory(_) => bail!("{cap} is a directory cap, not a file cap"),
+        Cap::Unknown(_) => bail!("not a cap kind this version knows"),
+    };
+    let target = file.filter(|p| *p != Path::new("-"));
+    match file_cap {
+        FileCap::Literal(data) => write_output(target, |out| {
+            out.write_all(data)?;
+            Ok(())
+        }),
+        FileCap::Chk(chk) => {
+            let grid = Grid::connect(servers.load()?, &GbsOptions::default())?;
+            let runtime = runtime()?;
+            let reader = runtime
+                .block_on(ChkReader::open(grid, *chk, DownloadOptions::default()))
+                .context("cannot open the file")?;
+            let progress = Progress::start("get", chk.size);
+            let result = write_output(target, |out| {
+                let report = progress.clone().map(|p| move |done| p.update(done));
+                let report_ref = report.as_ref().map(|f| f as &(dyn Fn(u64) + Sync));
+                runtime.block_on(reader.write_to(out, report_ref))?;
+                Ok(())
+            });
+            if let Some(p) = &progress {
+                p.finish();
+            }
+            for dropped in reader.dropped_shares() {
+                eprintln!("tahoe-mount: used other shares instead of {dropped}");
+            }
+            result
+        }
+        FileCap::ChkVerifier(_) => bail!("a verify cap cannot read a file, only check it"),
+        FileCap::Mutable(_) => bail!("mutable files are not readable by this version yet"),
+    }
+}
+
+/// Runs `write` on standard output, or on a temporary file beside `target` that is renamed into place only when
+/// everything was written, so a failed download never leaves a truncated file under the real name.
+fn write_output(
+    target: Option<&Path>,
+    write: impl FnOnce(&mut (dyn Write + Send)) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let Some(target) = target else {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+        return write(&mut out);
+    };
+    let mut temp_name = target.file_name().unwrap_or_default().to_owned();
+    temp_name.push(format!(".tahoe-mount-{}.partial", std::process::id()));
+    let temp = target.with_file_name(temp_name);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .with_context(|| format!("cannot create {}", temp.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let result = write(&mut out).and_then(|()| {
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        // Readable as a freshly created file would be, not 0600.
+        let mode = 0o666 & !umask();
+        std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        std::fs::rename(&temp, target)
+            .with_context(|| format!("cannot rename into {}", target.display()))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+/// The process umask, as Linux reports it (0o022, the usual one, where it does not).
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// Standard input copied to an unlinked private temporary file: the upload reads its data twice (the
+/// convergent key first, then the encoding), and a pipe can be read only once.
+fn spool_stdin() -> anyhow::Result<File> {
+    let dir = std::env::temp_dir();
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let path: PathBuf = dir.join(format!(
+        "tahoe-mount-put-{}",
+        crate::crypto::base32::encode(&random)
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create a spool file in {}", dir.display()))?;
+    let _ = std::fs::remove_file(&path);
+    std::io::copy(&mut std::io::stdin().lock(), &mut file)
+        .with_context(|| format!("cannot spool standard input to {}", dir.display()))?;
+    Ok(file)
+}
+
+/// A one-line progress display on standard error, shown only on a terminal and for long transfers.
+#[derive(Clone)]
+struct Progress {
+    state: Arc<Mutex<ProgressState>>,
+}
+
+struct ProgressState {
+    verb: &'static str,
+    total: u64,
+    started: Instant,
+    last_draw: Option<Instant>,
+}
+
+impl Progress {
+    fn start(verb: &'static str, total: u64) -> Option<Progress> {
+        (std::io::stderr().is_terminal() && total >= PROGRESS_THRESHOLD).then(|| Progress {
+            state: Arc::new(Mutex::new(ProgressState {
+                verb,
+                total,
+                started: Instant::now(),
+                last_draw: None,
+            })),
+        })
+    }
+
+    fn update(&self, done: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if state
+            .last_draw
+            .is_some_and(|t| now - t < Duration::from_millis(100))
+            && done < state.total
+        {
+            return;
+        }
+        state.last_draw = Some(now);
+        let elapsed = state.started.elapsed().as_secs_f64().max(1e-3);
+        let percent = if state.total == 0 {
+            100.0
+        } else {
+            done as f64 * 100.0 / state.total as f64
+        };
+        eprint!(
+            "\r{} {:>10} / {:<10} {:5.1}%  {:7.1} MB/s ",
+            state.verb,
+            human_bytes(done),
+            human_bytes(state.total),
+            percent,
+            done as f64 / elapsed / 1e6
+        );
+    }
+
+    fn finish(&self) {
+        eprintln!();
+    }
+}

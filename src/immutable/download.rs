@@ -1,0 +1,940 @@
+//! Reading a CHK file: find shares, trust nothing until it hashes to the cap, and read any byte range by
+//! fetching only the segments that hold it (`allmydata/immutable/downloader/`).
+//!
+//! Servers are asked in permuted order; the k shares of the servers that answer first are used, one per server
+//! where possible. Each share's URI extension block must hash to the cap, its share hashes must chain to the
+//! UEB's share root, its block hash tree must hash to its leaf there, and every block must match its leaf. Decoded
+//! segments must match the crypttext hash tree, whose root is also in the UEB. A share that fails any check is
+//! reported to its server (a corruption advisory) and replaced by another; one that cannot be read is replaced
+//! too. Verified plaintext segments are kept in a small cache, and sequential reads fetch ahead.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::Write;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::layout::{ShareLayout, decode_share_hashes};
+use super::params::{BadGeometry, Geometry};
+use super::uri_extension::UriExtension;
+use crate::cap::ChkCap;
+use crate::crypto::aes::AesCtr;
+use crate::crypto::hashtree::{HashTree, IncompleteHashTree};
+use crate::crypto::hashutil::{self, Hash};
+use crate::erasure::Codec;
+use crate::grid::client::Grid;
+use crate::storage::{ShareNumber, StorageError, StorageIndex};
+
+/// Bytes read past the share-hash list in the first metadata read: a UEB is about 500 bytes.
+const UEB_GUESS: u64 = 1024;
+/// The largest UEB accepted (Tahoe's are well under 1 KiB).
+const MAX_UEB: u64 = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// How long to wait for servers to say which shares they hold.
+    pub query_timeout: Duration,
+    /// Bytes of verified plaintext segments kept for re-reads.
+    pub cache_bytes: usize,
+    /// How long one read may take before its share is given up on for another.
+    pub read_timeout: Duration,
+    /// Plaintext bytes fetched at once by sequential reads and whole-file downloads (at least one segment).
+    pub batch_bytes: u64,
+}
+
+impl Default for DownloadOptions {
+    fn default() -> Self {
+        DownloadOptions {
+            query_timeout: Duration::from_secs(15),
+            cache_bytes: 8 << 20,
+            read_timeout: Duration::from_secs(60),
+            batch_bytes: 4 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error(
+        "not enough good shares: {needed} needed, {usable} usable ({found} found on {servers} of {asked} servers). {detail}"
+    )]
+    NotEnoughShares {
+        needed: u16,
+        usable: usize,
+        found: usize,
+        servers: usize,
+        asked: usize,
+        detail: String,
+    },
+    #[error(transparent)]
+    Geometry(#[from] BadGeometry),
+    #[error("cannot write the file: {0}")]
+    Write(std::io::Error),
+    #[error("download failed: {0}")]
+    Failed(String),
+}
+
+/// Why a share was dropped.
+#[derive(Debug, Clone)]
+enum ShareFault {
+    /// The bytes are wrong: worth a corruption advisory.
+    Corrupt(String),
+    /// The server did not deliver.
+    Unavailable(String),
+}
+
+impl ShareFault {
+    fn describe(&self) -> &str {
+        match self {
+            ShareFault::Corrupt(s) | ShareFault::Unavailable(s) => s,
+        }
+    }
+}
+
+impl From<StorageError> for ShareFault {
+    fn from(e: StorageError) -> Self {
+        ShareFault::Unavailable(e.to_string())
+    }
+}
+
+/// A share in use: where it is and its verified block hashes.
+#[derive(Clone)]
+struct ActiveShare {
+    server: usize,
+    share: ShareNumber,
+    layout: ShareLayout,
+    block_hashes: Arc<Vec<Hash>>,
+}
+
+/// What the first good share establishes for the whole file.
+struct FileFacts {
+    geometry: Geometry,
+    share_root: Hash,
+    crypttext_leaves: Vec<Hash>,
+}
+
+#[derive(Default)]
+struct Shares {
+    active: Vec<ActiveShare>,
+    /// Shares found but not in use, best first.
+    spare: VecDeque<(usize, ShareNumber)>,
+    /// Shares given up on, with why.
+    dropped: Vec<(usize, ShareNumber, String)>,
+}
+
+struct SegmentCache {
+    capacity: usize,
+    used: usize,
+    tick: u64,
+    segments: BTreeMap<u64, (Bytes, u64)>,
+}
+
+impl SegmentCache {
+    fn get(&mut self, segnum: u64) -> Option<Bytes> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.segments.get_mut(&segnum).map(|(data, used)| {
+            *used = tick;
+            data.clone()
+        })
+    }
+
+    fn insert(&mut self, segnum: u64, data: Bytes) {
+        if data.len() > self.capacity {
+            return;
+        }
+        self.tick += 1;
+        if let Some((old, _)) = self.segments.insert(segnum, (data.clone(), self.tick)) {
+            self.used -= old.len();
+        }
+        self.used += data.len();
+        while self.used > self.capacity {
+            let oldest = self
+                .segments
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(&s, _)| s);
+            match oldest.and_then(|s| self.segments.remove(&s)) {
+                Some((gone, _)) => self.used -= gone.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+struct Inner {
+    grid: Grid,
+    cap: ChkCap,
+    storage_index: StorageIndex,
+    facts: FileFacts,
+    codec: Codec,
+    options: DownloadOptions,
+    shares: Mutex<Shares>,
+    cache: Mutex<SegmentCache>,
+    /// Where the last read ended, to notice sequential reading.
+    last_end: Mutex<u64>,
+    servers_with_shares: usize,
+    servers_asked: usize,
+    found: usize,
+}
+
+/// An open CHK file. Cheap to clone; clones share shares, cache and state.
+#[derive(Clone)]
+pub struct ChkReader {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ChkReader {
+    /// Finds the file's shares and verifies enough of them to read it.
+    pub async fn open(
+        grid: Grid,
+        cap: ChkCap,
+        options: DownloadOptions,
+    ) -> Result<ChkReader, DownloadError> {
+        let storage_index = StorageIndex(cap.storage_index());
+        let codec = Codec::new(
+            usize::from(cap.needed_shares),
+            usize::from(cap.total_shares),
+        )
+        .map_err(|e| DownloadError::Failed(format!("the cap's encoding: {e}")))?;
+        let located = locate_shares(&grid, storage_index, &cap, options.query_timeout).await;
+        let mut shares = Shares {
+            spare: located.candidates.iter().copied().collect(),
+            ..Default::default()
+        };
+        // The first share that verifies fixes the file's geometry and crypttext hashes; later shares are checked
+        // against its UEB, which is the same bytes for every share (its hash is in the cap).
+        let mut facts = None;
+        while facts.is_none() {
+            let Some((server, share)) = shares.spare.pop_front() else {
+                break;
+            };
+            match fetch_share_metadata(
+                &grid,
+                storage_index,
+                &cap,
+                server,
+                share,
+                None,
+                options.read_timeout,
+            )
+            .await
+            {
+                Ok((active, file_facts)) => {
+                    facts = file_facts;
+                    shares.active.push(active);
+                }
+                Err(fault) => drop_share(&grid, &mut shares, storage_index, server, share, fault),
+            }
+        }
+        let Some(facts) = facts else {
+            return Err(not_enough(&cap, &shares, &located));
+        };
+        let inner = Inner {
+            grid,
+            cap,
+            storage_index,
+            facts,
+            codec,
+            cache: Mutex::new(SegmentCache {
+                capacity: options.cache_bytes,
+                used: 0,
+                tick: 0,
+                segments: BTreeMap::new(),
+            }),
+            options,
+            shares: Mutex::new(shares),
+            last_end: Mutex::new(u64::MAX),
+            servers_with_shares: located.servers_with_shares,
+            servers_asked: located.asked,
+            found: located.candidates.len(),
+        };
+        let reader = ChkReader {
+            inner: Arc::new(inner),
+        };
+        reader.fill_active().await?;
+        Ok(reader)
+    }
+
+    pub fn size(&self) -> u64 {
+        self.inner.cap.size
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.inner.facts.geometry
+    }
+
+    /// The (server name, share number) pairs in use now.
+    pub fn shares_in_use(&self) -> Vec<(String, ShareNumber)> {
+        lock(&self.inner.shares)
+            .active
+            .iter()
+            .map(|a| {
+                (
+                    self.inner.grid.servers()[a.server].name().to_owned(),
+                    a.share,
+                )
+            })
+            .collect()
+    }
+
+    /// Shares dropped so far, as "server share N: why".
+    pub fn dropped_shares(&self) -> Vec<String> {
+        lock(&self.inner.shares)
+            .dropped
+            .iter()
+            .map(|(server, share, why)| {
+                format!(
+                    "{} share {share}: {why}",
+                    self.inner.grid.servers()[*server].name()
+                )
+            })
+            .collect()
+    }
+
+    /// Reads up to `length` bytes at `offset` (fewer at the end of the file, none past it).
+    pub async fn read(&self, offset: u64, length: u64) -> Result<Bytes, DownloadError> {
+        let size = self.size();
+        let end = offset.saturating_add(length).min(size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let geometry = self.inner.facts.geometry;
+        let wanted = geometry.segments_for(offset..end);
+        let sequential = {
+            let mut last = lock(&self.inner.last_end);
+            let was = *last == offset;
+            *last = end;
+            was
+        };
+        let mut segments = Vec::with_capacity((wanted.end - wanted.start) as usize);
+        let mut segnum = wanted.start;
+        while segnum < wanted.end {
+            if let Some(data) = lock(&self.inner.cache).get(segnum) {
+                segments.push(data);
+                segnum += 1;
+                continue;
+            }
+            // A run of missing segments, fetched together; sequential readers also get what follows.
+            let mut run_end = segnum + 1;
+            while run_end < wanted.end && lock(&self.inner.cache).get(run_end).is_none() {
+                run_end += 1;
+            }
+            let fetch_end = if sequential {
+                run_end
+                    .max(segnum + self.batch_segments())
+                    .min(geometry.num_segments)
+            } else {
+                run_end
+            };
+            let fetched = self.read_segments(segnum..fetch_end).await?;
+            segments.extend(fetched.into_iter().take((run_end - segnum) as usize));
+            segnum = run_end;
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for (data, segnum) in segments.iter().zip(wanted) {
+            let range = geometry.segment_range(segnum);
+            let from = offset.max(range.start) - range.start;
+            let to = end.min(range.end) - range.start;
+            out.extend_from_slice(&data[from as usize..to as usize]);
+        }
+        Ok(out.freeze())
+    }
+
+    /// The plaintext of segments `range`, verified; each is also kept in the cache.
+    pub async fn read_segments(&self, range: Range<u64>) -> Result<Vec<Bytes>, DownloadError> {
+        let inner = &self.inner;
+        let geometry = inner.facts.geometry;
+        let range = range.start..range.end.min(geometry.num_segments);
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let needed = usize::from(inner.cap.needed_shares);
+        // share number -> its blocks for the range, verified.
+        let mut blocks: BTreeMap<ShareNumber, Vec<Bytes>> = BTreeMap::new();
+        loop {
+            let active: Vec<ActiveShare> = lock(&inner.shares).active.clone();
+            let missing: Vec<ActiveShare> = active
+                .into_iter()
+                .filter(|a| !blocks.contains_key(&a.share))
+                .collect();
+            if missing.is_empty() && blocks.len() >= needed {
+                break;
+            }
+            let mut reads = tokio::task::JoinSet::new();
+            for share in missing {
+                let reader = self.clone();
+                let range = range.clone();
+                reads.spawn(async move {
+                    let result = reader.read_share_blocks(&share, range).await;
+                    (share, result)
+                });
+            }
+            let mut lost_any = false;
+            while let Some(joined) = reads.join_next().await {
+                let (share, result) =
+                    joined.map_err(|e| DownloadError::Failed(format!("read task: {e}")))?;
+                match result {
+                    Ok(data) => {
+                        blocks.insert(share.share, data);
+                    }
+                    Err(fault) => {
+                        lost_any = true;
+                        let mut shares = lock(&inner.shares);
+                        shares
+                            .active
+                            .retain(|a| !(a.server == share.server && a.share == share.share));
+                        drop_share(
+                            &inner.grid,
+                            &mut shares,
+                            inner.storage_index,
+                            share.server,
+                            share.share,
+                            fault,
+                        );
+                    }
+                }
+            }
+            if lost_any {
+                self.fill_active().await?;
+            }
+        }
+        let chosen: Vec<(ShareNumber, Vec<Bytes>)> = blocks.into_iter().take(needed).collect();
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        for (i, segnum) in range.clone().enumerate() {
+            let segment = self.decode_segment(segnum, &chosen, i)?;
+            lock(&inner.cache).insert(segnum, segment.clone());
+            out.push(segment);
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds, checks and decrypts segment `segnum` from the i-th block of each chosen share.
+    fn decode_segment(
+        &self,
+        segnum: u64,
+        chosen: &[(ShareNumber, Vec<Bytes>)],
+        i: usize,
+    ) -> Result<Bytes, DownloadError> {
+        let inner = &self.inner;
+        let geometry = inner.facts.geometry;
+        let needed = usize::from(inner.cap.needed_shares);
+        let block_size = geometry.segment_block_size(segnum) as usize;
+        let mut padded = vec![0u8; block_size * needed];
+        let systematic = chosen
+            .iter()
+            .enumerate()
+            .all(|(n, (share, _))| usize::from(*share) == n);
+        if systematic {
+            for (n, (_, data)) in chosen.iter().enumerate() {
+                padded[n * block_size..(n + 1) * block_size].copy_from_slice(&data[i]);
+            }
+        } else if block_size > 0 {
+            let numbers: Vec<u16> = chosen.iter().map(|(s, _)| *s).collect();
+            let inputs: Vec<&[u8]> = chosen.iter().map(|(_, d)| &d[i][..]).collect();
+            let mut outputs: Vec<&mut [u8]> = padded.chunks_exact_mut(block_size).collect();
+            inner
+                .codec
+                .decode(&numbers, &inputs, &mut outputs)
+                .map_err(|e| DownloadError::Failed(format!("erasure decoding: {e}")))?;
+        }
+        let range = geometry.segment_range(segnum);
+        padded.truncate((range.end - range.start) as usize);
+        // Every block was verified, so a mismatch here means the uploader encoded inconsistently: no other set
+        // of shares can do better than the hashes it committed to.
+        if hashutil::crypttext_segment_hash(&padded)
+            != inner.facts.crypttext_leaves[segnum as usize]
+        {
+            return Err(DownloadError::Failed(format!(
+                "segment {segnum} does not match the file's crypttext hash tree although every block verified: \
+                 the file was encoded inconsistently by its uploader"
+            )));
+        }
+        let mut aes = AesCtr::new_128(&inner.cap.key);
+        aes.seek(range.start);
+        aes.apply(&mut padded);
+        Ok(Bytes::from(padded))
+    }
+
+    /// Reads one share's blocks for a run of segments, in one request, and checks each against its hash.
+    async fn read_share_blocks(
+        &self,
+        share: &ActiveShare,
+        range: Range<u64>,
+    ) -> Result<Vec<Bytes>, ShareFault> {
+        let geometry = self.inner.facts.geometry;
+        let start = share.layout.data + range.start * geometry.block_size();
+        let sizes: Vec<u64> = range
+            .clone()
+            .map(|s| geometry.segment_block_size(s))
+            .collect();
+        let length: u64 = sizes.iter().sum();
+        let storage = &self.inner.grid.servers()[share.server].storage;
+        let data = if length == 0 {
+            Bytes::new()
+        } else {
+            let timeout = self.inner.options.read_timeout;
+            let read =
+                storage.read_immutable_share(self.inner.storage_index, share.share, start, length);
+            tokio::time::timeout(timeout, read).await.map_err(|_| {
+                ShareFault::Unavailable(format!(
+                    "no block data within {:.0} s",
+                    timeout.as_secs_f64()
+                ))
+            })??
+        };
+        if (data.len() as u64) < length {
+            return Err(ShareFault::Corrupt(format!(
+                "share is short: {} bytes of blocks where {length} were expected",
+                data.len()
+            )));
+        }
+        let mut blocks = Vec::with_capacity(sizes.len());
+        let mut at = 0usize;
+        for (segnum, size) in range.zip(sizes) {
+            let block = data.slice(at..at + size as usize);
+            at += size as usize;
+            if hashutil::block_hash(&block) != share.block_hashes[segnum as usize] {
+                return Err(ShareFault::Corrupt(format!(
+                    "block {segnum} does not match its block hash"
+                )));
+            }
+            blocks.push(block);
+        }
+        Ok(blocks)
+    }
+
+    /// Brings the shares in use up to k distinct share numbers from the spares.
+    async fn fill_active(&self) -> Result<(), DownloadError> {
+        let inner = &self.inner;
+        let needed = usize::from(inner.cap.needed_shares);
+        loop {
+            let next = {
+                let mut shares = lock(&inner.shares);
+                if shares.active.len() >= needed {
+                    return Ok(());
+                }
+                let in_use: BTreeSet<ShareNumber> = shares.active.iter().map(|a| a.share).collect();
+                shares.spare.retain(|(_, s)| !in_use.contains(s));
+                let count = needed - shares.active.len();
+                let mut picked = Vec::new();
+                let mut numbers = BTreeSet::new();
+                let mut kept = VecDeque::new();
+                while let Some((server, share)) = shares.spare.pop_front() {
+                    if picked.len() < count && numbers.insert(share) {
+                        picked.push((server, share));
+                    } else {
+                        kept.push_back((server, share));
+                    }
+                }
+                shares.spare = kept;
+                picked
+            };
+            if next.is_empty() {
+                let shares = lock(&inner.shares);
+                return Err(not_enough_found(
+                    &inner.cap,
+                    &shares,
+                    inner.found,
+                    inner.servers_with_shares,
+                    inner.servers_asked,
+                ));
+            }
+            let mut fetches = tokio::task::JoinSet::new();
+            for (server, share) in next {
+                let grid = inner.grid.clone();
+                let cap = inner.cap;
+                let si = inner.storage_index;
+                let expected = inner.facts.share_root;
+                let timeout = inner.options.read_timeout;
+                fetches.spawn(async move {
+                    let result = fetch_share_metadata(
+                        &grid,
+                        si,
+                        &cap,
+                        server,
+                        share,
+                        Some(expected),
+                        timeout,
+                    )
+                    .await;
+                    (server, share, result)
+                });
+            }
+            while let Some(joined) = fetches.join_next().await {
+                let (server, share, result) =
+                    joined.map_err(|e| DownloadError::Failed(format!("metadata task: {e}")))?;
+                let mut shares = lock(&inner.shares);
+                match result {
+                    Ok((active, _)) => {
+                        if shares.active.iter().all(|a| a.share != active.share) {
+                            shares.active.push(active);
+                        }
+                    }
+                    Err(fault) => drop_share(
+                        &inner.grid,
+                        &mut shares,
+                        inner.storage_index,
+                        server,
+                        share,
+                        fault,
+                    ),
+                }
+            }
+        }
+    }
+
+    fn batch_segments(&self) -> u64 {
+        (self.inner.options.batch_bytes / self.inner.facts.geometry.segment_size).max(1)
+    }
+
+    /// Writes the whole file to `out`, fetching the next batch of segments while the current one is written.
+    pub async fn write_to(
+        &self,
+        out: &mut (dyn Write + Send),
+        progress: Option<&(dyn Fn(u64) + Sync)>,
+    ) -> Result<(), DownloadError> {
+        let geometry = self.inner.facts.geometry;
+        let batch = self.batch_segments();
+        let batches: Vec<Range<u64>> = (0..geometry.num_segments)
+            .step_by(batch as usize)
+            .map(|s| s..(s + batch).min(geometry.num_segments))
+            .collect();
+        let spawn = |range: Range<u64>| {
+            let reader = self.clone();
+            tokio::spawn(async move { reader.read_segments(range).await })
+        };
+        let mut next = batches.first().cloned().map(spawn);
+        let mut written = 0u64;
+        for i in 0..batches.len() {
+            let current = next
+                .take()
+                .ok_or_else(|| DownloadError::Failed("lost a batch".into()))?;
+            next = batches.get(i + 1).cloned().map(spawn);
+            let segments = current
+                .await
+                .map_err(|e| DownloadError::Failed(format!("read task: {e}")))??;
+            for segment in segments {
+                out.write_all(&segment).map_err(DownloadError::Write)?;
+                written += segment.len() as u64;
+            }
+            if let Some(progress) = progress {
+                progress(written);
+            }
+        }
+        out.flush().map_err(DownloadError::Write)?;
+        Ok(())
+    }
+}
+
+/// What asking the servers found.
+struct Located {
+    /// (server, share) pairs, fastest server first, one share per server before any second ones.
+    candidates: Vec<(usize, ShareNumber)>,
+    servers_with_shares: usize,
+    asked: usize,
+    /// Servers that did not answer, and why.
+    silent: Vec<(usize, String)>,
+}
+
+/// Asks every server, in permuted order, which shares it holds. Stops waiting shortly after k distinct shares are
+/// known (as long again as that took), so one slow server does not hold up the read.
+async fn locate_shares(
+    grid: &Grid,
+    storage_index: StorageIndex,
+    cap: &ChkCap,
+    timeout: Duration,
+) -> Located {
+    let order = grid.permuted(&storage_index);
+    let started = Instant::now();
+    let mut asks = tokio::task::JoinSet::new();
+    for (rank, &server) in order.iter().enumerate() {
+        let storage = grid.servers()[server].storage.clone();
+        asks.spawn(async move {
+            let answer =
+                tokio::time::timeout(timeout, storage.list_immutable_shares(storage_index)).await;
+            (rank, server, answer)
+        });
+    }
+    let mut answered: Vec<(usize, BTreeSet<ShareNumber>)> = Vec::new();
+    let mut silent = Vec::new();
+    let mut distinct: BTreeSet<ShareNumber> = BTreeSet::new();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, asks.join_next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => asks.join_next().await,
+        };
+        let Some(Ok((_, server, answer))) = next else {
+            if next.is_none() {
+                break;
+            }
+            continue;
+        };
+        match answer {
+            Ok(Ok(shares)) => {
+                let shares: BTreeSet<ShareNumber> = shares
+                    .into_iter()
+                    .filter(|&s| s < cap.total_shares)
+                    .collect();
+                distinct.extend(&shares);
+                if !shares.is_empty() {
+                    answered.push((server, shares));
+                }
+            }
+            Ok(Err(e)) => silent.push((server, e.to_string())),
+            Err(_) => silent.push((server, "no answer in time".into())),
+        }
+        if deadline.is_none() && distinct.len() >= usize::from(cap.needed_shares) {
+            let grace = started.elapsed().max(Duration::from_millis(20));
+            deadline = Some(tokio::time::Instant::now() + grace);
+        }
+    }
+    // Round-robin over servers in answer order: the first share of each server, then the second, ….
+    let mut candidates = Vec::new();
+    let depth = answered.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
+    for level in 0..depth {
+        for (server, shares) in &answered {
+            if let Some(&share) = shares.iter().nth(level) {
+                candidates.push((*server, share));
+            }
+        }
+    }
+    Located {
+        candidates,
+        servers_with_shares: answered.len(),
+        asked: order.len(),
+        silent,
+    }
+}
+
+fn not_enough(cap: &ChkCap, shares: &Shares, located: &Located) -> DownloadError {
+    let mut error = not_enough_found(
+        cap,
+        shares,
+        located.candidates.len(),
+        located.servers_with_shares,
+        located.asked,
+    );
+    if let DownloadError::NotEnoughShares { detail, .. } = &mut error {
+        for (_, why) in located.silent.iter().take(8) {
+            detail.push_str(&format!(" {why}."));
+        }
+    }
+    error
+}
+
+fn not_enough_found(
+    cap: &ChkCap,
+    shares: &Shares,
+    found: usize,
+    servers: usize,
+    asked: usize,
+) -> DownloadError {
+    let detail = if shares.dropped.is_empty() {
+        String::from("No share was rejected.")
+    } else {
+        let reasons: Vec<String> = shares
+            .dropped
+            .iter()
+            .take(12)
+            .map(|(_, share, why)| format!("share {share}: {why}"))
+            .collect();
+        format!("Rejected: {}.", reasons.join("; "))
+    };
+    DownloadError::NotEnoughShares {
+        needed: cap.needed_shares,
+        usable: shares.active.len(),
+        found,
+        servers,
+        asked,
+        detail,
+    }
+}
+
+/// Records a dropped share and, if its bytes were wrong, tells its server (without waiting for the answer).
+fn drop_share(
+    grid: &Grid,
+    shares: &mut Shares,
+    storage_index: StorageIndex,
+    server: usize,
+    share: ShareNumber,
+    fault: ShareFault,
+) {
+    let name = grid.servers()[server].name().to_owned();
+    shares
+        .dropped
+        .push((server, share, format!("{name}: {}", fault.describe())));
+    if let ShareFault::Corrupt(reason) = fault {
+        let storage = grid.servers()[server].storage.clone();
+        let reason = format!("tahoe-mount download: {reason}");
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                storage.advise_corrupt_immutable(storage_index, share, &reason),
+            )
+            .await;
+        });
+    }
+}
+
+/// Reads and verifies one share's header, hash trees and UEB. With `expected_share_root` unset (the first share),
+/// also returns the file's facts from its (authenticated) UEB.
+async fn fetch_share_metadata(
+    grid: &Grid,
+    storage_index: StorageIndex,
+    cap: &ChkCap,
+    server: usize,
+    share: ShareNumber,
+    expected_share_root: Option<Hash>,
+    timeout: Duration,
+) -> Result<(ActiveShare, Option<FileFacts>), ShareFault> {
+    let fetch = read_share_metadata(grid, storage_index, cap, server, share, expected_share_root);
+    tokio::time::timeout(timeout, fetch).await.map_err(|_| {
+        ShareFault::Unavailable(format!(
+            "no share metadata within {:.0} s",
+            timeout.as_secs_f64()
+        ))
+    })?
+}
+
+async fn read_share_metadata(
+    grid: &Grid,
+    storage_index: StorageIndex,
+    cap: &ChkCap,
+    server: usize,
+    share: ShareNumber,
+    expected_share_root: Option<Hash>,
+) -> Result<(ActiveShare, Option<FileFacts>), ShareFault> {
+    let storage = &grid.servers()[server].storage;
+    let header = storage
+        .read_immutable_share(storage_index, share, 0, 0x44)
+        .await?;
+    let layout = ShareLayout::parse(&header).map_err(|e| ShareFault::Corrupt(e.to_string()))?;
+    let length_size = layout.uri_extension_length_size();
+    let first = layout.crypttext_hash_tree;
+    let tail_len = layout.uri_extension - first + length_size + UEB_GUESS;
+    let mut tail = storage
+        .read_immutable_share(storage_index, share, first, tail_len)
+        .await?
+        .to_vec();
+    let at = |offset: u64| (offset - first) as usize;
+    let corrupt = |what: String| ShareFault::Corrupt(what);
+    let ueb_at = at(layout.uri_extension);
+    if tail.len() < ueb_at + length_size as usize {
+        return Err(corrupt("share ends before its URI extension block".into()));
+    }
+    let length_bytes = &tail[ueb_at..ueb_at + length_size as usize];
+    let ueb_len = length_bytes
+        .iter()
+        .fold(0u64, |n, &b| (n << 8) | u64::from(b));
+    if ueb_len > MAX_UEB {
+        return Err(corrupt(format!(
+            "URI extension block claims {ueb_len} bytes"
+        )));
+    }
+    let ueb_start = ueb_at + length_size as usize;
+    let ueb_end = ueb_start + ueb_len as usize;
+    if tail.len() < ueb_end {
+        let more = storage
+            .read_immutable_share(
+                storage_index,
+                share,
+                first + tail.len() as u64,
+                (ueb_end - tail.len()) as u64,
+            )
+            .await?;
+        tail.extend_from_slice(&more);
+        if tail.len() < ueb_end {
+            return Err(corrupt("share ends inside its URI extension block".into()));
+        }
+    }
+    let ueb_bytes = &tail[ueb_start..ueb_end];
+    if hashutil::uri_extension_hash(ueb_bytes) != cap.ueb_hash {
+        return Err(corrupt(
+            "URI extension block does not match the cap's hash".into(),
+        ));
+    }
+    let ueb = UriExtension::unpack(ueb_bytes).map_err(|e| corrupt(e.to_string()))?;
+    // The UEB is authentic from here on; a geometry error means the uploader wrote nonsense, not this server.
+    let geometry = Geometry::from_uri_extension(&ueb, cap)
+        .map_err(|e| ShareFault::Unavailable(e.to_string()))?;
+    let share_root = ueb
+        .hash("share_root_hash")
+        .map_err(|e| ShareFault::Unavailable(e.to_string()))?;
+    if expected_share_root.is_some_and(|r| r != share_root) {
+        return Err(corrupt(
+            "URI extension block differs from the other shares'".into(),
+        ));
+    }
+
+    let nseg = geometry.num_segments as usize;
+    let tree_size = (2 * nseg.max(1).next_power_of_two() - 1) as u64 * 32;
+    if layout.data_size != geometry.share_data_size()
+        || layout.crypttext_hash_tree - layout.plaintext_hash_tree != tree_size
+        || layout.block_hashes - layout.crypttext_hash_tree != tree_size
+        || layout.share_hashes - layout.block_hashes != tree_size
+        || layout.plaintext_hash_tree - layout.data != layout.data_size
+    {
+        return Err(corrupt(format!(
+            "share layout does not fit the file: data {} bytes (expected {}), hash trees of {} segments",
+            layout.data_size,
+            geometry.share_data_size(),
+            nseg
+        )));
+    }
+    let leaves_of = |region: &[u8]| -> Vec<Hash> {
+        let nodes: Vec<Hash> = region
+            .chunks_exact(32)
+            .map(|c| c.try_into().unwrap_or([0; 32]))
+            .collect();
+        let first_leaf = nodes.len() / 2;
+        nodes[first_leaf..first_leaf + nseg].to_vec()
+    };
+    let crypttext_leaves =
+        leaves_of(&tail[at(layout.crypttext_hash_tree)..at(layout.block_hashes)]);
+    let crypttext_root = ueb
+        .hash("crypttext_root_hash")
+        .map_err(|e| ShareFault::Unavailable(e.to_string()))?;
+    if HashTree::new(&crypttext_leaves).root() != &crypttext_root {
+        return Err(corrupt(
+            "crypttext hash tree does not match the URI extension block".into(),
+        ));
+    }
+    let block_leaves = leaves_of(&tail[at(layout.block_hashes)..at(layout.share_hashes)]);
+    let pairs = decode_share_hashes(&tail[at(layout.share_hashes)..ueb_at])
+        .map_err(|e| corrupt(e.to_string()))?;
+    let mut share_tree = IncompleteHashTree::new(usize::from(cap.total_shares));
+    let mut known: BTreeMap<usize, Hash> = pairs
+        .into_iter()
+        .map(|(i, h)| (usize::from(i), h))
+        .collect();
+    known.insert(0, share_root);
+    let leaf = BTreeMap::from([(usize::from(share), *HashTree::new(&block_leaves).root())]);
+    share_tree.set_hashes(&known, &leaf).map_err(|e| {
+        corrupt(format!(
+            "block hash tree or share hashes do not verify: {e}"
+        ))
+    })?;
+    let active = ActiveShare {
+        server,
+        share,
+        layout,
+        block_hashes: Arc::new(block_leaves),
+    };
+    let facts = expected_share_root.is_none().then_some(FileFacts {
+        geometry,
+        share_root,
+        crypttext_leaves,
+    });
+    Ok((active, facts))
+}

@@ -1,0 +1,894 @@
+//! Uploading an immutable file: a literal cap for small files, else CHK shares byte-identical to those
+//! `allmydata/immutable/upload.py` and `encode.py` write, so the same convergence secret, parameters and bytes give
+//! the same cap as `tahoe put`.
+//!
+//! The work is a pipeline with bounded memory whatever the file size:
+//! 1. one pass over the plaintext for the convergent key (SHA-256d; it must be known before anything is
+//!    encrypted);
+//! 2. server selection: ask the first 2N servers in permuted order what they hold and what they can take,
+//!    place shares by servers-of-happiness, allocate;
+//! 3. encoder threads (one per core) each take every T-th segment: read, AES-CTR encrypt, hash, erasure-code,
+//!    hash every block; a collector puts segments back in order and hashes the whole crypttext;
+//! 4. the async side queues each block for its share and writes to all servers in parallel, one write in flight
+//!    per share, which is what bounds the pipeline; a block at least half a write chunk long is sent as it is
+//!    (a slice of the segment, no copy), smaller ones are gathered into one write;
+//! 5. the hash trees, share hashes and the URI extension block close every share.
+//!
+//! A server that fails mid-upload loses its shares; the upload carries on while happiness holds, else every
+//! bucket is aborted so no half-written share is left behind.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+use super::layout::{ShareLayout, encode_share_hashes};
+use super::params::{BadParams, EncodingParams, Geometry, LITERAL_THRESHOLD};
+use crate::cap::{ChkCap, FileCap};
+use crate::config::Secret;
+use crate::crypto::aes::AesCtr;
+use crate::crypto::hashtree::HashTree;
+use crate::crypto::hashutil::{self, Hash, Key};
+use crate::erasure::Codec;
+use crate::grid::client::Grid;
+use crate::grid::placement::{failure_message, place_shares, servers_of_happiness};
+use crate::storage::{LeaseSecrets, ShareNumber, StorageError, StorageIndex, StorageServer};
+
+/// How an upload is done.
+#[derive(Clone)]
+pub struct UploadOptions {
+    pub params: EncodingParams,
+    pub convergence: Secret,
+    pub lease_secret: Secret,
+    /// Encoder threads; 0 means one per core.
+    pub threads: usize,
+    /// How long a server may take to answer a query or an allocation before it is passed over.
+    pub query_timeout: Duration,
+    /// Bytes gathered per share before a write: large writes keep the servers' per-request cost low.
+    pub write_chunk: usize,
+    /// How long one write may take before its server is given up on.
+    pub write_timeout: Duration,
+    /// Called with the plaintext bytes encoded and handed to the servers so far.
+    pub progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl UploadOptions {
+    pub fn new(convergence: Secret, lease_secret: Secret) -> UploadOptions {
+        UploadOptions {
+            params: EncodingParams::default(),
+            convergence,
+            lease_secret,
+            threads: 0,
+            query_timeout: Duration::from_secs(15),
+            write_chunk: 512 << 10,
+            write_timeout: Duration::from_secs(120),
+            progress: None,
+        }
+    }
+}
+
+/// Why an upload failed. Nothing is left half-written on any server when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("cannot read the file: {0}")]
+    Read(std::io::Error),
+    #[error(transparent)]
+    Params(#[from] BadParams),
+    #[error("no storage servers to upload to")]
+    NoServers,
+    /// Servers-of-happiness could not be met; the message names the servers that could not help and why.
+    #[error("{0}")]
+    Unhappy(String),
+    #[error("upload failed: {0}")]
+    Failed(String),
+}
+
+/// What an upload made.
+#[derive(Debug, Clone)]
+pub struct UploadResult {
+    pub cap: FileCap,
+    /// For each share written or found already present: the names of the servers holding it.
+    pub placement: BTreeMap<ShareNumber, Vec<String>>,
+    pub happiness: usize,
+}
+
+/// Uploads `file` (read with positional reads, so it must not change meanwhile) and returns its cap.
+pub async fn upload_file(
+    grid: &Grid,
+    file: Arc<File>,
+    options: &UploadOptions,
+) -> Result<UploadResult, UploadError> {
+    options.params.validate()?;
+    let size = file.metadata().map_err(UploadError::Read)?.len();
+    if size <= LITERAL_THRESHOLD {
+        let mut data = vec![0u8; size as usize];
+        file.read_exact_at(&mut data, 0)
+            .map_err(UploadError::Read)?;
+        return Ok(UploadResult {
+            cap: FileCap::Literal(data),
+            placement: BTreeMap::new(),
+            happiness: 0,
+        });
+    }
+    if grid.is_empty() {
+        return Err(UploadError::NoServers);
+    }
+    let geometry = Geometry::for_upload(size, &options.params);
+    let key = {
+        let file = file.clone();
+        let convergence = options.convergence.clone();
+        let params = options.params;
+        tokio::task::spawn_blocking(move || convergent_key(&file, &geometry, &params, &convergence))
+            .await
+            .map_err(|e| UploadError::Failed(format!("key task: {e}")))??
+    };
+    let storage_index = StorageIndex(hashutil::storage_index_hash(&key));
+    let mut upload_secret = [0u8; 32];
+    getrandom::fill(&mut upload_secret)
+        .map_err(|e| UploadError::Failed(format!("no randomness: {e}")))?;
+
+    let trailer = Trailer::sizes(&geometry);
+    let layout = ShareLayout::for_upload(
+        geometry.share_data_size(),
+        geometry.block_size(),
+        geometry.num_segments,
+        geometry.num_share_hashes(),
+    )
+    .map_err(|e| UploadError::Failed(e.to_string()))?;
+    let allocated_size = layout
+        .allocated_size(trailer.ueb_size)
+        .ok_or_else(|| UploadError::Failed("the file is too large for a share".into()))?;
+
+    let selection = select_servers(
+        grid,
+        storage_index,
+        allocated_size,
+        &options.params,
+        &options.lease_secret,
+        &upload_secret,
+        options.query_timeout,
+    )
+    .await?;
+
+    let mut push = Push {
+        grid,
+        storage_index,
+        upload_secret,
+        happy: options.params.happy,
+        needed: options.params.needed,
+        preexisting: selection.existing.clone(),
+        writers: selection
+            .allocated
+            .iter()
+            .map(|(&share, &server)| ShareWriter {
+                share,
+                server,
+                offset: 0,
+                queue: vec![Bytes::from(layout.header())],
+                pending: None,
+            })
+            .collect(),
+        lost: Vec::new(),
+        chunk: options.write_chunk.max(1),
+        write_timeout: options.write_timeout,
+    };
+    match push
+        .run(file, key, geometry, &layout, options, trailer)
+        .await
+    {
+        Ok(ueb_hash) => {
+            let cap = ChkCap {
+                key,
+                ueb_hash,
+                needed_shares: options.params.needed,
+                total_shares: options.params.total,
+                size,
+            };
+            let held = push.held();
+            let mut placement: BTreeMap<ShareNumber, Vec<String>> = BTreeMap::new();
+            for (&server, shares) in &held {
+                for &share in shares {
+                    placement
+                        .entry(share)
+                        .or_default()
+                        .push(grid.servers()[server].name().to_owned());
+                }
+            }
+            Ok(UploadResult {
+                cap: FileCap::Chk(cap),
+                placement,
+                happiness: servers_of_happiness(&held),
+            })
+        }
+        Err(e) => {
+            push.abort_all().await;
+            Err(e)
+        }
+    }
+}
+
+/// The convergent encryption key: Tahoe's tagged SHA-256d over the parameters, the secret and the plaintext.
+fn convergent_key(
+    file: &File,
+    geometry: &Geometry,
+    params: &EncodingParams,
+    convergence: &Secret,
+) -> Result<Key, UploadError> {
+    let mut hasher = hashutil::convergence_hasher(
+        usize::from(params.needed),
+        usize::from(params.total),
+        geometry.segment_size,
+        convergence.bytes(),
+    )
+    .map_err(|e| UploadError::Failed(e.to_string()))?;
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut offset = 0;
+    while offset < geometry.size {
+        let n = (geometry.size - offset).min(buffer.len() as u64) as usize;
+        file.read_exact_at(&mut buffer[..n], offset)
+            .map_err(UploadError::Read)?;
+        hasher.update(&buffer[..n]);
+        offset += n as u64;
+    }
+    Ok(hasher.finalize())
+}
+
+/// The shares placed: which server writes each new share, and what servers already hold.
+struct Selection {
+    allocated: BTreeMap<ShareNumber, usize>,
+    existing: BTreeMap<usize, BTreeSet<ShareNumber>>,
+}
+
+/// A server's answers to the pre-allocation questions.
+struct Answer {
+    lease: LeaseSecrets,
+    existing: BTreeSet<ShareNumber>,
+    max_share_size: u64,
+}
+
+async fn ask_server(
+    storage: Arc<dyn StorageServer>,
+    storage_index: StorageIndex,
+    lease_secret: Secret,
+    timeout: Duration,
+) -> Result<Answer, String> {
+    let questions = async {
+        let seed = storage.lease_seed().await?;
+        let version = storage.version().await?;
+        let existing = storage.list_immutable_shares(storage_index).await?;
+        Ok::<_, StorageError>(Answer {
+            lease: LeaseSecrets::derive(lease_secret.bytes(), &storage_index, &seed),
+            existing,
+            max_share_size: version.maximum_immutable_share_size,
+        })
+    };
+    match tokio::time::timeout(timeout, questions).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {:.0} s", timeout.as_secs_f64())),
+    }
+}
+
+/// Tahoe's server selection (`Tahoe2ServerSelector`): the first 2N servers in permuted order are asked what
+/// they hold and whether a share fits; shares are placed for happiness and allocated, and placement is
+/// retried without servers that refuse, until nothing more can be placed.
+async fn select_servers(
+    grid: &Grid,
+    storage_index: StorageIndex,
+    allocated_size: u64,
+    params: &EncodingParams,
+    lease_secret: &Secret,
+    upload_secret: &[u8; 32],
+    timeout: Duration,
+) -> Result<Selection, UploadError> {
+    let candidates: Vec<usize> = grid
+        .permuted(&storage_index)
+        .into_iter()
+        .take(2 * usize::from(params.total))
+        .collect();
+    let mut asks = tokio::task::JoinSet::new();
+    for &index in &candidates {
+        let storage = grid.servers()[index].storage.clone();
+        let secret = lease_secret.clone();
+        asks.spawn(async move {
+            (
+                index,
+                ask_server(storage, storage_index, secret, timeout).await,
+            )
+        });
+    }
+    let mut answers = BTreeMap::new();
+    let mut unusable: BTreeMap<usize, String> = BTreeMap::new();
+    while let Some(joined) = asks.join_next().await {
+        let (index, answer) =
+            joined.map_err(|e| UploadError::Failed(format!("query task: {e}")))?;
+        match answer {
+            Ok(answer) => {
+                answers.insert(index, answer);
+            }
+            Err(reason) => {
+                unusable.insert(index, reason);
+            }
+        }
+    }
+    let permuted: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|i| answers.contains_key(i))
+        .collect();
+    let mut writable: BTreeSet<usize> = BTreeSet::new();
+    for (&index, answer) in &answers {
+        if answer.max_share_size >= allocated_size {
+            writable.insert(index);
+        } else {
+            unusable.insert(
+                index,
+                format!(
+                    "too full: takes shares of at most {} bytes, this one needs {allocated_size}",
+                    answer.max_share_size
+                ),
+            );
+        }
+    }
+    let mut existing: BTreeMap<usize, BTreeSet<ShareNumber>> = answers
+        .iter()
+        .filter(|(_, a)| !a.existing.is_empty())
+        .map(|(&i, a)| (i, a.existing.clone()))
+        .collect();
+    let mut allocated: BTreeMap<ShareNumber, usize> = BTreeMap::new();
+
+    // Each round either places something new or drops a server that refused, so this ends.
+    loop {
+        let mut held = existing.clone();
+        for (&share, &server) in &allocated {
+            held.entry(server).or_default().insert(share);
+        }
+        let wanted = place_shares(params.total, &permuted, &writable, &held);
+        let wanted: BTreeMap<usize, BTreeSet<ShareNumber>> =
+            wanted.into_iter().filter(|(_, s)| !s.is_empty()).collect();
+        if wanted.is_empty() {
+            break;
+        }
+        let mut allocations = tokio::task::JoinSet::new();
+        for (server, shares) in wanted {
+            let storage = grid.servers()[server].storage.clone();
+            let lease = answers[&server].lease;
+            let secret = *upload_secret;
+            allocations.spawn(async move {
+                let asked = shares.clone();
+                let result = tokio::time::timeout(
+                    timeout,
+                    storage.allocate_buckets(
+                        storage_index,
+                        &shares,
+                        allocated_size,
+                        lease,
+                        &secret,
+                    ),
+                )
+                .await;
+                (server, asked, result)
+            });
+        }
+        let mut refused_any = false;
+        while let Some(joined) = allocations.join_next().await {
+            let (server, asked, result) =
+                joined.map_err(|e| UploadError::Failed(format!("allocation task: {e}")))?;
+            let allocation = match result {
+                Ok(Ok(allocation)) => allocation,
+                Ok(Err(e)) => {
+                    writable.remove(&server);
+                    unusable.insert(server, e.to_string());
+                    refused_any = true;
+                    continue;
+                }
+                Err(_) => {
+                    writable.remove(&server);
+                    unusable.insert(server, "no answer to the allocation in time".into());
+                    refused_any = true;
+                    continue;
+                }
+            };
+            if !allocation.already_have.is_empty() {
+                existing
+                    .entry(server)
+                    .or_default()
+                    .extend(&allocation.already_have);
+            }
+            for &share in &allocation.allocated {
+                allocated.entry(share).or_insert(server);
+            }
+            let refused: Vec<_> = asked
+                .iter()
+                .filter(|s| {
+                    !allocation.allocated.contains(s) && !allocation.already_have.contains(s)
+                })
+                .collect();
+            if !refused.is_empty() {
+                writable.remove(&server);
+                unusable.insert(
+                    server,
+                    format!(
+                        "refused shares {refused:?} (full, or another upload of them is under way)"
+                    ),
+                );
+                refused_any = true;
+            }
+        }
+        if !refused_any {
+            break;
+        }
+    }
+
+    let mut held = existing.clone();
+    for (&share, &server) in &allocated {
+        held.entry(server).or_default().insert(share);
+    }
+    let happiness = servers_of_happiness(&held);
+    if happiness < usize::from(params.happy) {
+        abort_buckets(grid, storage_index, upload_secret, &allocated).await;
+        let reasons: Vec<String> = unusable
+            .iter()
+            .map(|(&i, why)| format!("{}: {why}", grid.servers()[i].name()))
+            .collect();
+        let not_asked = grid.len().saturating_sub(candidates.len());
+        return Err(UploadError::Unhappy(format!(
+            "cannot place shares with happiness {happy} (any {needed} of {happy} distinct servers rebuild the \
+             file): {usable} of {asked} servers asked could hold shares, happiness reached {happiness}{extra}. \
+             Unusable: {reasons}. ({tahoe})",
+            happy = params.happy,
+            needed = params.needed,
+            usable = held.len(),
+            asked = candidates.len(),
+            extra = if not_asked > 0 {
+                format!(" ({not_asked} more servers beyond the first 2N were not asked)")
+            } else {
+                String::new()
+            },
+            reasons = if reasons.is_empty() {
+                "none; there are too few servers".to_owned()
+            } else {
+                reasons.join("; ")
+            },
+            tahoe = failure_message(held.len(), params.needed, params.happy, happiness),
+        )));
+    }
+    Ok(Selection {
+        allocated,
+        existing,
+    })
+}
+
+async fn abort_buckets(
+    grid: &Grid,
+    storage_index: StorageIndex,
+    upload_secret: &[u8; 32],
+    buckets: &BTreeMap<ShareNumber, usize>,
+) {
+    let mut aborts = tokio::task::JoinSet::new();
+    for (&share, &server) in buckets {
+        let storage = grid.servers()[server].storage.clone();
+        let secret = *upload_secret;
+        aborts.spawn(async move {
+            // Best effort: a server that cannot be reached drops the upload itself after its idle timeout.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                storage.abort_upload(storage_index, share, &secret),
+            )
+            .await;
+        });
+    }
+    while aborts.join_next().await.is_some() {}
+}
+
+/// One segment, encrypted, coded and hashed.
+struct EncodedSegment {
+    /// The padded crypttext: the k data blocks back to back.
+    crypttext: Bytes,
+    /// Bytes of real crypttext before the padding.
+    length: usize,
+    /// Blocks k..N.
+    check: Bytes,
+    block_size: usize,
+    crypttext_hash: Hash,
+    block_hashes: Vec<Hash>,
+}
+
+impl EncodedSegment {
+    fn block(&self, share: usize, needed: usize) -> Bytes {
+        let (buffer, index) = if share < needed {
+            (&self.crypttext, share)
+        } else {
+            (&self.check, share - needed)
+        };
+        buffer.slice(index * self.block_size..(index + 1) * self.block_size)
+    }
+}
+
+fn encode_segment(
+    file: &File,
+    key: &Key,
+    geometry: &Geometry,
+    codec: &Codec,
+    segnum: u64,
+) -> Result<EncodedSegment, UploadError> {
+    let range = geometry.segment_range(segnum);
+    let length = (range.end - range.start) as usize;
+    let block_size = geometry.segment_block_size(segnum) as usize;
+    let needed = codec.k();
+    let total = codec.m();
+    let mut crypttext = vec![0u8; block_size * needed];
+    file.read_exact_at(&mut crypttext[..length], range.start)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                UploadError::Read(std::io::Error::other(
+                    "the file shrank while it was being uploaded",
+                ))
+            } else {
+                UploadError::Read(e)
+            }
+        })?;
+    let mut aes = AesCtr::new_128(key);
+    aes.seek(range.start);
+    aes.apply(&mut crypttext[..length]);
+    let crypttext_hash = hashutil::crypttext_segment_hash(&crypttext[..length]);
+    let mut check = vec![0u8; block_size * (total - needed)];
+    {
+        let data: Vec<&[u8]> = crypttext.chunks_exact(block_size.max(1)).collect();
+        let mut outputs: Vec<&mut [u8]> = check.chunks_exact_mut(block_size.max(1)).collect();
+        let shares: Vec<u16> = (needed as u16..total as u16).collect();
+        if block_size > 0 {
+            codec
+                .encode(&data, &shares, &mut outputs)
+                .map_err(|e| UploadError::Failed(format!("erasure coding: {e}")))?;
+        }
+    }
+    let block_hashes = crypttext
+        .chunks_exact(block_size.max(1))
+        .chain(check.chunks_exact(block_size.max(1)))
+        .map(hashutil::block_hash)
+        .collect();
+    Ok(EncodedSegment {
+        crypttext: Bytes::from(crypttext),
+        length,
+        check: Bytes::from(check),
+        block_size,
+        crypttext_hash,
+        block_hashes,
+    })
+}
+
+/// What comes out of the encoder, in segment order.
+enum Encoded {
+    Segment(EncodedSegment),
+    /// Every segment has been sent; this is the SHA-256d of the whole crypttext.
+    Done(Hash),
+    Failed(UploadError),
+}
+
+/// Starts the encoder threads and the collector that puts their segments in order; returns the ordered stream.
+fn start_encoder(
+    file: Arc<File>,
+    key: Key,
+    geometry: Geometry,
+    threads: usize,
+) -> Result<tokio::sync::mpsc::Receiver<Encoded>, UploadError> {
+    let codec = Arc::new(
+        Codec::new(usize::from(geometry.needed), usize::from(geometry.total))
+            .map_err(|e| UploadError::Failed(e.to_string()))?,
+    );
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        threads
+    }
+    .clamp(1, 64);
+    let mut lanes = Vec::with_capacity(threads);
+    for lane in 0..threads {
+        // One finished segment of slack per thread keeps every core busy; segments are up to N/k MiB each, so
+        // more would cost memory for nothing.
+        let (send, receive) = mpsc::sync_channel::<Result<EncodedSegment, UploadError>>(1);
+        lanes.push(receive);
+        let file = file.clone();
+        let codec = codec.clone();
+        std::thread::Builder::new()
+            .name(format!("encode-{lane}"))
+            .spawn(move || {
+                let mut segnum = lane as u64;
+                while segnum < geometry.num_segments {
+                    let result = encode_segment(&file, &key, &geometry, &codec, segnum);
+                    let failed = result.is_err();
+                    if send.send(result).is_err() || failed {
+                        return;
+                    }
+                    segnum += threads as u64;
+                }
+            })
+            .map_err(|e| UploadError::Failed(format!("cannot start an encoder thread: {e}")))?;
+    }
+    let (ordered, receiver) = tokio::sync::mpsc::channel(1);
+    std::thread::Builder::new()
+        .name("encode-collect".into())
+        .spawn(move || {
+            let mut whole = hashutil::crypttext_hasher();
+            for segnum in 0..geometry.num_segments {
+                let lane = &lanes[(segnum % threads as u64) as usize];
+                let message = match lane.recv() {
+                    Ok(Ok(segment)) => {
+                        whole.update(&segment.crypttext[..segment.length]);
+                        Encoded::Segment(segment)
+                    }
+                    Ok(Err(e)) => Encoded::Failed(e),
+                    Err(_) => {
+                        Encoded::Failed(UploadError::Failed("an encoder thread stopped".into()))
+                    }
+                };
+                let stop = matches!(message, Encoded::Failed(_));
+                if ordered.blocking_send(message).is_err() || stop {
+                    return;
+                }
+            }
+            let _ = ordered.blocking_send(Encoded::Done(whole.finalize()));
+        })
+        .map_err(|e| UploadError::Failed(format!("cannot start the collector thread: {e}")))?;
+    Ok(receiver)
+}
+
+/// The byte sizes of what follows the blocks in every share.
+#[derive(Clone, Copy)]
+struct Trailer {
+    ueb_size: u64,
+}
+
+impl Trailer {
+    fn sizes(geometry: &Geometry) -> Trailer {
+        // Tahoe sizes the allocation from a UEB with zeroed hashes (`get_uri_extension_size`): same length.
+        let zero = [0u8; 32];
+        Trailer {
+            ueb_size: geometry.uri_extension(&zero, &zero, &zero).pack().len() as u64,
+        }
+    }
+}
+
+/// One share being written: bytes not yet sent, and the write in flight.
+struct ShareWriter {
+    share: ShareNumber,
+    server: usize,
+    /// Share offset of the first queued byte.
+    offset: u64,
+    /// Bytes to write next, in order.
+    queue: Vec<Bytes>,
+    pending: Option<JoinHandle<Result<bool, StorageError>>>,
+}
+
+/// The writing half of an upload.
+struct Push<'g> {
+    grid: &'g Grid,
+    storage_index: StorageIndex,
+    upload_secret: [u8; 32],
+    happy: u16,
+    needed: u16,
+    preexisting: BTreeMap<usize, BTreeSet<ShareNumber>>,
+    writers: Vec<ShareWriter>,
+    /// Shares given up on, and why.
+    lost: Vec<(ShareNumber, usize, String)>,
+    chunk: usize,
+    write_timeout: Duration,
+}
+
+impl Push<'_> {
+    async fn run(
+        &mut self,
+        file: Arc<File>,
+        key: Key,
+        geometry: Geometry,
+        layout: &ShareLayout,
+        options: &UploadOptions,
+        trailer: Trailer,
+    ) -> Result<Hash, UploadError> {
+        let mut encoded = start_encoder(file, key, geometry, options.threads)?;
+        let needed = usize::from(geometry.needed);
+        let total = usize::from(geometry.total);
+        let mut crypttext_hashes = Vec::with_capacity(geometry.num_segments as usize);
+        let mut block_hashes: Vec<Vec<Hash>> =
+            vec![Vec::with_capacity(geometry.num_segments as usize); total];
+        let mut sent = 0u64;
+        let crypttext_hash = loop {
+            match encoded.recv().await {
+                Some(Encoded::Segment(segment)) => {
+                    crypttext_hashes.push(segment.crypttext_hash);
+                    for (share, hash) in segment.block_hashes.iter().enumerate() {
+                        block_hashes[share].push(*hash);
+                    }
+                    for i in 0..self.writers.len() {
+                        let share = usize::from(self.writers[i].share);
+                        let block = segment.block(share, needed);
+                        self.writers[i].queue.push(block);
+                    }
+                    self.flush(false).await?;
+                    sent += segment.length as u64;
+                    if let Some(progress) = &options.progress {
+                        progress(sent);
+                    }
+                }
+                Some(Encoded::Done(hash)) => break hash,
+                Some(Encoded::Failed(e)) => return Err(e),
+                None => return Err(UploadError::Failed("the encoder stopped".into())),
+            }
+        };
+
+        let crypttext_tree = HashTree::new(&crypttext_hashes);
+        let block_trees: Vec<HashTree> = block_hashes.iter().map(|h| HashTree::new(h)).collect();
+        let share_roots: Vec<Hash> = block_trees.iter().map(|t| *t.root()).collect();
+        let share_tree = HashTree::new(&share_roots);
+        let ueb = geometry
+            .uri_extension(&crypttext_hash, crypttext_tree.root(), share_tree.root())
+            .pack();
+        debug_assert_eq!(ueb.len() as u64, trailer.ueb_size);
+        let ueb_hash = hashutil::uri_extension_hash(&ueb);
+
+        let tree_bytes = (layout.crypttext_hash_tree - layout.plaintext_hash_tree) as usize;
+        for writer in &mut self.writers {
+            let share = usize::from(writer.share);
+            let mut buffer = Vec::new();
+            // The unused plaintext hash tree is written as zeros, as Tahoe does, so the share is complete.
+            buffer.resize(buffer.len() + tree_bytes, 0);
+            buffer.extend(crypttext_tree.nodes().iter().flatten());
+            buffer.extend(block_trees[share].nodes().iter().flatten());
+            let needed_hashes = share_tree
+                .needed_hashes(share, true)
+                .map_err(|e| UploadError::Failed(e.to_string()))?;
+            let pairs: Vec<(u16, Hash)> = needed_hashes
+                .into_iter()
+                .map(|i| (i as u16, share_tree.nodes()[i]))
+                .collect();
+            buffer.extend(encode_share_hashes(&pairs));
+            if layout.version == 1 {
+                buffer.extend((ueb.len() as u32).to_be_bytes());
+            } else {
+                buffer.extend((ueb.len() as u64).to_be_bytes());
+            }
+            buffer.extend_from_slice(&ueb);
+            writer.queue.push(Bytes::from(buffer));
+        }
+        self.flush(true).await?;
+        Ok(ueb_hash)
+    }
+
+    /// Sends every buffer that is large enough (all of them, at the end), after the share's previous write
+    /// has landed, and waits for the last writes when `finish`.
+    async fn flush(&mut self, finish: bool) -> Result<(), UploadError> {
+        let mut i = 0;
+        while i < self.writers.len() {
+            let queued: usize = self.writers[i].queue.iter().map(Bytes::len).sum();
+            let ready = finish || queued >= self.chunk / 2;
+            if ready {
+                if let Err(reason) = self.settle(i).await {
+                    self.lose(i, reason).await?;
+                    continue;
+                }
+                let writer = &mut self.writers[i];
+                if queued > 0 {
+                    let data = match writer.queue.len() {
+                        1 => writer.queue.pop().unwrap_or_default(),
+                        _ => {
+                            let mut joined = Vec::with_capacity(queued);
+                            for piece in writer.queue.drain(..) {
+                                joined.extend_from_slice(&piece);
+                            }
+                            Bytes::from(joined)
+                        }
+                    };
+                    writer.queue.clear();
+                    let offset = writer.offset;
+                    writer.offset += data.len() as u64;
+                    let storage = self.grid.servers()[writer.server].storage.clone();
+                    let (si, share, secret) =
+                        (self.storage_index, writer.share, self.upload_secret);
+                    let timeout = self.write_timeout;
+                    writer.pending = Some(tokio::spawn(async move {
+                        let write = storage.write_share_chunk(si, share, &secret, offset, data);
+                        match tokio::time::timeout(timeout, write).await {
+                            Ok(result) => result.map(|progress| progress.complete),
+                            Err(_) => Err(StorageError::Timeout {
+                                server: storage.name().to_owned(),
+                                what: "share write",
+                                seconds: timeout.as_secs_f64(),
+                            }),
+                        }
+                    }));
+                }
+            }
+            i += 1;
+        }
+        if finish {
+            let mut i = 0;
+            while i < self.writers.len() {
+                match self.settle(i).await {
+                    Ok(Some(true)) => i += 1,
+                    Ok(_) => {
+                        self.lose(i, "the server says the share is still incomplete".into())
+                            .await?
+                    }
+                    Err(reason) => self.lose(i, reason).await?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the write in flight on writer `i`: `Some(complete)` if there was one.
+    async fn settle(&mut self, i: usize) -> Result<Option<bool>, String> {
+        match self.writers[i].pending.take() {
+            None => Ok(None),
+            Some(handle) => match handle.await {
+                Ok(Ok(complete)) => Ok(Some(complete)),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("write task: {e}")),
+            },
+        }
+    }
+
+    /// Gives up on writer `i`'s share; fails the upload if happiness no longer holds.
+    async fn lose(&mut self, i: usize, reason: String) -> Result<(), UploadError> {
+        let writer = self.writers.remove(i);
+        let storage = self.grid.servers()[writer.server].storage.clone();
+        let (si, share, secret) = (self.storage_index, writer.share, self.upload_secret);
+        // Waited for, so a failed upload leaves nothing behind even if it ends right after this.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            storage.abort_upload(si, share, &secret),
+        )
+        .await;
+        self.lost.push((writer.share, writer.server, reason));
+        let held = self.held();
+        let happiness = servers_of_happiness(&held);
+        if happiness < usize::from(self.happy) {
+            let lost: Vec<String> = self
+                .lost
+                .iter()
+                .map(|(share, server, why)| {
+                    format!(
+                        "share {share} on {}: {why}",
+                        self.grid.servers()[*server].name()
+                    )
+                })
+                .collect();
+            return Err(UploadError::Unhappy(format!(
+                "servers failed during the upload and happiness fell to {happiness}, below {happy} ({}): {}",
+                failure_message(held.len(), self.needed, self.happy, happiness),
+                lost.join("; "),
+                happy = self.happy,
+            )));
+        }
+        Ok(())
+    }
+
+    /// Shares each server holds or is being given.
+    fn held(&self) -> BTreeMap<usize, BTreeSet<ShareNumber>> {
+        let mut held = self.preexisting.clone();
+        for writer in &self.writers {
+            held.entry(writer.server).or_default().insert(writer.share);
+        }
+        held
+    }
+
+    /// Stops every write and aborts every bucket still open.
+    async fn abort_all(&mut self) {
+        let mut buckets = BTreeMap::new();
+        for writer in &mut self.writers {
+            if let Some(pending) = writer.pending.take() {
+                pending.abort();
+                let _ = pending.await;
+            }
+            buckets.insert(writer.share, writer.server);
+        }
+        self.writers.clear();
+        abort_buckets(self.grid, self.storage_index, &self.upload_secret, &buckets).await;
+    }
+}
