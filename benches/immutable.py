@@ -335,7 +335,7 @@ def bench(a):
     put("webapi", webapi + ["put", node_url, src2, "-"], node_pid)
     get("tahoe", lambda cap, out: [tahoe, "-d", client_dir, "get", cap, out], node_pid)
     if not skipped:
-        get("ours", lambda cap, out: ours_base + ["get", "--servers-file", servers, "--config-dir", config, cap, out], None)
+        get("ours", lambda cap, out: ours_base + ["get", "--servers-file", servers, cap, out], None)
     get("webapi", lambda cap, out: webapi + ["get", node_url, cap, out], node_pid, digest2)
     report(size, results, skipped)
 

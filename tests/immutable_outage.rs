@@ -75,6 +75,7 @@ fn get_needs_only_k_servers_and_put_below_happiness_fails_and_leaves_nothing() {
         "a failed put printed on stdout: {:?}",
         String::from_utf8_lossy(&out.stdout)
     );
+    println!("the failed put said: {stderr}");
     let numbers = numbers_in(&stderr);
     assert!(
         stderr.to_lowercase().contains("happ") && numbers.contains(&6) && numbers.contains(&7),

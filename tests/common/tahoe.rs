@@ -257,15 +257,17 @@ impl TahoeMount {
         self.config.path()
     }
 
-    /// `tahoe-mount <command> --servers-file … --config-dir … args…` with `stdin`; any outcome.
+    /// `tahoe-mount <command> --servers-file … [--config-dir …] args…` with `stdin`; any outcome. Only `put`
+    /// has a config dir (its convergence secret); `get` needs none.
     pub fn run(&self, command: &str, args: &[&str], stdin: &[u8]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tahoe-mount"));
         cmd.arg(command)
             .arg("--servers-file")
-            .arg(&self.servers_file)
-            .arg("--config-dir")
-            .arg(self.config.path())
-            .args(args);
+            .arg(&self.servers_file);
+        if command == "put" {
+            cmd.arg("--config-dir").arg(self.config.path());
+        }
+        cmd.args(args);
         run_with_stdin(cmd, stdin)
     }
 
