@@ -705,12 +705,17 @@ def stop_nodes(nodes):
 
 
 def stop_grid(grid_dir, only):
+    """Stops every node, or (only = a list of indexes or names) just those, all at once."""
     with Lock(grid_dir):
         nodes = all_nodes(grid_dir)
-        if only is not None:
-            nodes = [n for n in nodes if n.name in (only, f"storage{only}")]
-            if not nodes:
-                raise GridError(f"{grid_dir} has no node {only}")
+        if only:
+            chosen = []
+            for o in only:
+                match = [n for n in nodes if n.name in (o, f"storage{o}")]
+                if not match:
+                    raise GridError(f"{grid_dir} has no node {o}")
+                chosen += [n for n in match if n not in chosen]
+            nodes = chosen
         else:
             stop_watchdog(grid_dir)
         stopped = stop_nodes(nodes)
@@ -783,6 +788,11 @@ def cmd_client(a):
                     node.dir,
                 ]
             )
+        else:
+            # An existing client keeps its keys and convergence secret; parameters given now still apply.
+            for key, value in (("shares.needed", a.needed), ("shares.happy", a.happy), ("shares.total", a.total)):
+                if value is not None:
+                    set_cfg(node, "client", key, str(value))
         with open(os.path.join(grid_dir, "servers.yaml")) as src:
             data = src.read()
         with open(node.path("private", "servers.yaml"), "w") as dst:
@@ -817,9 +827,11 @@ def main():
     s.add_argument("--nickname-prefix", default="storage")
     s.add_argument("--parent-pid", type=int, help="stop the grid when this process exits")
     s.add_argument("--timeout", type=float, default=START_TIMEOUT)
-    s = sub.add_parser("stop", help="stop every node started here (or one, with --node)")
+    s = sub.add_parser("stop", help="stop every node started here (or some, with --node)")
     s.add_argument("dir")
-    s.add_argument("--node", help="index or name of one node (storage<i> or client)")
+    s.add_argument(
+        "--node", action="append", help="index or name of a node (storage<i> or client); repeat it for several"
+    )
     s = sub.add_parser("status", help="show each node and whether it runs and answers; exit 1 if one does not")
     s.add_argument("dir")
     s.add_argument("--node", help="index or name of one node")

@@ -61,7 +61,7 @@ fn run_grid(args: &[&str]) -> Output {
 }
 
 /// Runs `grid.py args…`; panics with its output (which names the node and shows its log) on failure.
-fn grid_ok(args: &[&str]) -> String {
+pub fn grid_ok(args: &[&str]) -> String {
     let out = run_grid(args);
     assert!(
         out.status.success(),
@@ -253,6 +253,24 @@ impl LocalGrid {
     /// Stops storage node `i` (index into `servers()`); its port refuses connections when this returns.
     pub fn stop_server(&self, i: usize) {
         grid_ok(&["stop", &self.dir_str(), "--node", &i.to_string()]);
+    }
+
+    /// Stops several storage nodes at once (about as long as stopping one); their ports refuse connections when
+    /// this returns.
+    pub fn stop_servers(&self, indexes: &[usize]) {
+        let mut args = vec!["stop".to_owned(), self.dir_str()];
+        for i in indexes {
+            args.push("--node".to_owned());
+            args.push(i.to_string());
+        }
+        grid_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    /// Starts every stopped storage node again (same keys, ports and NURLs) and waits until all answer.
+    pub fn start_all_servers(&self) {
+        let pid = self.parent.to_string();
+        let n = self.servers.len().to_string();
+        grid_ok(&["start", &self.dir_str(), &n, "--parent-pid", &pid]);
     }
 
     /// Starts storage node `i` again (same keys, port and NURL) and waits until it answers.

@@ -6,6 +6,7 @@
 
 pub mod grid;
 pub mod storage_contract;
+pub mod tahoe;
 
 use std::path::PathBuf;
 use std::process::Command;
