@@ -445,3 +445,62 @@ fn share_files_on_disk_and_corruption_are_what_tahoe_sees() {
     // Tahoe still reads it (from the other nine).
     assert!(client.get(&cap) == data);
 }
+
+/// Random byte ranges (tiny, within a segment, across segment boundaries, past the end) of files Tahoe wrote,
+/// read through the library's range reads, equal the same bytes of the original.
+#[test]
+fn tahoe_put_then_random_ranges_read_identical() {
+    use tahoe_mount::cap::{Cap, FileCap};
+    use tahoe_mount::grid::client::Grid;
+    use tahoe_mount::immutable::download::{ChkReader, DownloadOptions};
+
+    let seed = seed();
+    let client = client();
+    let yaml = std::fs::read_to_string(grid().servers_yaml()).unwrap();
+    let servers = tahoe_mount::grid::parse_servers_yaml(&yaml).unwrap();
+    let grid = Grid::connect(servers, &Default::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let random_size = 2 * SEGMENT + (seed % SEGMENT as u64) as usize;
+    println!("random ranges: seed {seed}, file of {random_size} bytes");
+    for size in [SEGMENT + 1, random_size] {
+        let data = pseudo_random(seed ^ size as u64, size);
+        let cap = client.put(&data);
+        let Ok(Cap::File(FileCap::Chk(chk))) = Cap::parse(&cap) else {
+            panic!("tahoe put gave {cap}, not a CHK cap")
+        };
+        let reader = rt
+            .block_on(ChkReader::open(
+                grid.clone(),
+                chk,
+                DownloadOptions::default(),
+            ))
+            .unwrap();
+        let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+        let mut next = |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound.max(1)
+        };
+        for _ in 0..40 {
+            let offset = next(size as u64 + 100);
+            let length = match next(4) {
+                0 => next(10),
+                1 => next(4096),
+                _ => next(3 * SEGMENT as u64),
+            };
+            let got = rt.block_on(reader.read(offset, length)).unwrap();
+            let start = (offset as usize).min(size);
+            let end = (offset.saturating_add(length) as usize).min(size);
+            assert!(
+                got[..] == data[start..end],
+                "range {offset}+{length} of a {size}-byte file (seed {seed}): {}",
+                first_difference(&got, &data[start..end])
+            );
+        }
+    }
+}
