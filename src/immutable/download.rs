@@ -175,6 +175,8 @@ struct Inner {
     cache: Mutex<SegmentCache>,
     /// Where the last read ended, to notice sequential reading.
     last_end: Mutex<u64>,
+    /// The segments a background prefetch is fetching, so a second one is not started for them.
+    prefetching: Mutex<Option<Range<u64>>>,
     servers_with_shares: usize,
     servers_asked: usize,
     found: usize,
@@ -251,6 +253,7 @@ impl ChkReader {
             options,
             shares: Mutex::new(shares),
             last_end: Mutex::new(u64::MAX),
+            prefetching: Mutex::new(None),
             servers_with_shares: located.servers_with_shares,
             servers_asked: located.asked,
             found: located.candidates.len(),
@@ -336,6 +339,9 @@ impl ChkReader {
             let fetched = self.read_segments(segnum..fetch_end).await?;
             segments.extend(fetched.into_iter().take((run_end - segnum) as usize));
             segnum = run_end;
+        }
+        if sequential {
+            self.prefetch(wanted.end);
         }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for (data, segnum) in segments.iter().zip(wanted) {
@@ -588,6 +594,29 @@ impl ChkReader {
                 }
             }
         }
+    }
+
+    /// Starts fetching the batch of segments from `from` in the background (into the cache), unless it is
+    /// cached, past the end, or already being fetched: a sequential reader then finds it ready.
+    fn prefetch(&self, from: u64) {
+        let geometry = self.inner.facts.geometry;
+        let range = from..(from + self.batch_segments()).min(geometry.num_segments);
+        if range.is_empty() || lock(&self.inner.cache).get(range.start).is_some() {
+            return;
+        }
+        {
+            let mut busy = lock(&self.inner.prefetching);
+            if busy.as_ref().is_some_and(|r| r.contains(&range.start)) {
+                return;
+            }
+            *busy = Some(range.clone());
+        }
+        let reader = self.clone();
+        tokio::spawn(async move {
+            // A failed prefetch costs nothing: the read that needs the segments tries again and reports.
+            let _ = reader.read_segments(range).await;
+            *lock(&reader.inner.prefetching) = None;
+        });
     }
 
     fn batch_segments(&self) -> u64 {

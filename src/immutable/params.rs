@@ -288,8 +288,8 @@ mod tests {
         let g = Geometry::for_upload(33 * (1 << 20) + 7, &p);
         // 1 MiB rounded up to a multiple of 3.
         assert_eq!(g.segment_size, 1_048_578);
-        assert_eq!(g.num_segments, 34);
-        assert_eq!(g.tail_size, 33 * (1 << 20) + 7 - 33 * 1_048_578);
+        assert_eq!(g.num_segments, 33);
+        assert_eq!(g.tail_size, 33 * (1 << 20) + 7 - 32 * 1_048_578);
         let total: u64 = (0..g.num_segments).map(|s| g.segment_block_size(s)).sum();
         assert_eq!(total, g.share_data_size());
         assert_eq!(g.segments_for(0..1), 0..1);

@@ -735,9 +735,8 @@ impl Push<'_> {
         let tree_bytes = (layout.crypttext_hash_tree - layout.plaintext_hash_tree) as usize;
         for writer in &mut self.writers {
             let share = usize::from(writer.share);
-            let mut buffer = Vec::new();
             // The unused plaintext hash tree is written as zeros, as Tahoe does, so the share is complete.
-            buffer.resize(buffer.len() + tree_bytes, 0);
+            let mut buffer = vec![0u8; tree_bytes];
             buffer.extend(crypttext_tree.nodes().iter().flatten());
             buffer.extend(block_trees[share].nodes().iter().flatten());
             let needed_hashes = share_tree
