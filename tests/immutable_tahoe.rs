@@ -334,12 +334,21 @@ fn tahoe_mount_reads_past_corrupt_shares_on_n_minus_k_servers_and_tells_them() {
     };
     assert!(advised(&si).is_empty(), "advisories before any read");
 
-    let got = TahoeMount::new(grid).get(&cap);
-    assert!(
-        got == data,
-        "tahoe-mount get with shares {corrupted:?} (share, server) corrupt (seed {seed}): {}",
-        first_difference(&got, &data)
-    );
+    // A reader that happens to start with the three intact shares meets no corruption (1 time in 120 if it
+    // picks at random), so read up to five times, each one correct, until a read has met some.
+    let ours = TahoeMount::new(grid);
+    for attempt in 1..=5 {
+        let got = ours.get(&cap);
+        assert!(
+            got == data,
+            "tahoe-mount get #{attempt} with shares {corrupted:?} (share, server) corrupt (seed {seed}): {}",
+            first_difference(&got, &data)
+        );
+        if !advised(&si).is_empty() {
+            println!("  corruption met and advised on get #{attempt}");
+            break;
+        }
+    }
 
     let advisories = advised(&si);
     for a in &advisories {
@@ -354,7 +363,7 @@ fn tahoe_mount_reads_past_corrupt_shares_on_n_minus_k_servers_and_tells_them() {
     }
     assert!(
         !advisories.is_empty(),
-        "tahoe-mount read past corrupt shares {corrupted:?} (share, server) but told no server"
+        "five tahoe-mount gets read past corrupt shares {corrupted:?} (share, server) but told no server"
     );
 
     // Tahoe agrees about which shares are bad.
