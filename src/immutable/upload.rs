@@ -434,7 +434,15 @@ async fn select_servers(
         abort_buckets(grid, storage_index, upload_secret, &allocated).await;
         let reasons: Vec<String> = unusable
             .iter()
-            .map(|(&i, why)| format!("{}: {why}", grid.servers()[i].name()))
+            .map(|(&i, why)| {
+                // Storage errors already start with the server's name.
+                let name = grid.servers()[i].name();
+                if why.starts_with(name) {
+                    why.clone()
+                } else {
+                    format!("{name}: {why}")
+                }
+            })
             .collect();
         let not_asked = grid.len().saturating_sub(candidates.len());
         return Err(UploadError::Unhappy(format!(
