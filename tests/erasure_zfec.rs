@@ -36,20 +36,6 @@ struct Case {
     chosen: Vec<u16>,
 }
 
-fn seed() -> u64 {
-    let seed = std::env::var("TAHOE_MOUNT_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("erasure_zfec seed: TAHOE_MOUNT_TEST_SEED={seed}");
-    seed | 1
-}
-
 fn cases(rng: &mut Rng) -> Vec<Case> {
     let mut params = vec![
         (1, 1, 1),
@@ -121,7 +107,8 @@ fn placed(blocks: &[Vec<u8>], offset: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn shares_and_decodes_match_python_zfec_for_every_kernel() {
-    let mut rng = Rng(seed());
+    // An xorshift state must not be zero.
+    let mut rng = Rng(common::test_seed("erasure_zfec") | 1);
     let cases = cases(&mut rng);
     let output = common::run_python("tests/zfec_oracle.py", &[], &oracle_input(&cases));
     let mut rest = output.as_slice();

@@ -43,20 +43,6 @@ impl Rng {
     }
 }
 
-fn seed() -> u64 {
-    let seed = std::env::var("TAHOE_MOUNT_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("placement_tahoe seed: TAHOE_MOUNT_TEST_SEED={seed}");
-    seed
-}
-
 struct PlacementCase {
     total: u16,
     permuted: Vec<ServerIndex>,
@@ -223,7 +209,7 @@ fn all_placed(total: u16, layout: &Layout) -> bool {
 
 #[test]
 fn happiness_and_placement_agree_with_allmydata() {
-    let seed = seed();
+    let seed = common::test_seed("placement_tahoe");
     let mut rng = Rng(seed | 1);
 
     let mut happiness_maps: Vec<Layout> = vec![

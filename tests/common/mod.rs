@@ -11,6 +11,24 @@ pub mod tahoe;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// This run's seed for randomized tests: `TAHOE_MOUNT_TEST_SEED` if set (to replay a failure), else random. It is
+/// printed, named after the test, so that a failure can be replayed.
+pub fn test_seed(test: &str) -> u64 {
+    let seed = match std::env::var_os("TAHOE_MOUNT_TEST_SEED") {
+        Some(s) => s
+            .to_string_lossy()
+            .parse()
+            .expect("TAHOE_MOUNT_TEST_SEED is a u64"),
+        None => {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).expect("random");
+            u64::from_le_bytes(b)
+        }
+    };
+    eprintln!("{test} seed: TAHOE_MOUNT_TEST_SEED={seed}");
+    seed
+}
+
 /// The Python interpreter that has tahoe-lafs 1.20.0 and zfec. `TAHOE_MOUNT_PYTHON` wins; otherwise the repo's
 /// `.venv`. A missing interpreter is a test failure with instructions, never a silent skip.
 pub fn python() -> PathBuf {

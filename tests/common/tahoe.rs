@@ -334,17 +334,9 @@ fn cap_from_put(out: &Output, what: &str) -> String {
 // ---------------------------------------------------------------------------------------------------------------
 // Test data
 
-/// A seed for this run: `TAHOE_MOUNT_TEST_SEED` if set (to replay a failure), else random.
+/// A seed for this run (see [`super::test_seed`]).
 pub fn seed() -> u64 {
-    if let Some(s) = std::env::var_os("TAHOE_MOUNT_TEST_SEED") {
-        return s
-            .to_string_lossy()
-            .parse()
-            .expect("TAHOE_MOUNT_TEST_SEED is a u64");
-    }
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("random");
-    u64::from_le_bytes(b)
+    super::test_seed("immutable")
 }
 
 /// `len` bytes from splitmix64 seeded with `seed` (so a failure can be replayed, and contents differ per size).
