@@ -132,7 +132,6 @@ pub async fn upload_file(
     getrandom::fill(&mut upload_secret)
         .map_err(|e| UploadError::Failed(format!("no randomness: {e}")))?;
 
-    let trailer = Trailer::sizes(&geometry);
     let layout = ShareLayout::for_upload(
         geometry.share_data_size(),
         geometry.block_size(),
@@ -141,7 +140,7 @@ pub async fn upload_file(
     )
     .map_err(|e| UploadError::Failed(e.to_string()))?;
     let allocated_size = layout
-        .allocated_size(trailer.ueb_size)
+        .allocated_size(ueb_size(&geometry))
         .ok_or_else(|| UploadError::Failed("the file is too large for a share".into()))?;
 
     let selection = select_servers(
@@ -177,10 +176,7 @@ pub async fn upload_file(
         chunk: options.write_chunk.max(1),
         write_timeout: options.write_timeout,
     };
-    match push
-        .run(file, key, geometry, &layout, options, trailer)
-        .await
-    {
+    match push.run(file, key, geometry, &layout, options).await {
         Ok(ueb_hash) => {
             let cap = ChkCap {
                 key,
@@ -270,7 +266,11 @@ async fn ask_server(
     match tokio::time::timeout(timeout, questions).await {
         Ok(Ok(answer)) => Ok(answer),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {:.0} s", timeout.as_secs_f64())),
+        Err(_) => Err(format!(
+            "{}: no answer within {:.0} s",
+            storage.name(),
+            timeout.as_secs_f64()
+        )),
     }
 }
 
@@ -329,7 +329,8 @@ async fn select_servers(
             unusable.insert(
                 index,
                 format!(
-                    "too full: takes shares of at most {} bytes, this one needs {allocated_size}",
+                    "{}: too full: takes shares of at most {} bytes, this one needs {allocated_size}",
+                    grid.servers()[index].name(),
                     answer.max_share_size
                 ),
             );
@@ -344,10 +345,7 @@ async fn select_servers(
 
     // Each round either places something new or drops a server that refused, so this ends.
     loop {
-        let mut held = existing.clone();
-        for (&share, &server) in &allocated {
-            held.entry(server).or_default().insert(share);
-        }
+        let held = with_allocations(&existing, &allocated);
         let wanted = place_shares(params.total, &permuted, &writable, &held);
         let wanted: BTreeMap<usize, BTreeSet<ShareNumber>> =
             wanted.into_iter().filter(|(_, s)| !s.is_empty()).collect();
@@ -389,7 +387,13 @@ async fn select_servers(
                 }
                 Err(_) => {
                     writable.remove(&server);
-                    unusable.insert(server, "no answer to the allocation in time".into());
+                    unusable.insert(
+                        server,
+                        format!(
+                            "{}: no answer to the allocation in time",
+                            grid.servers()[server].name()
+                        ),
+                    );
                     refused_any = true;
                     continue;
                 }
@@ -414,7 +418,8 @@ async fn select_servers(
                 unusable.insert(
                     server,
                     format!(
-                        "refused shares {refused:?} (full, or another upload of them is under way)"
+                        "{}: refused shares {refused:?} (full, or another upload of them is under way)",
+                        grid.servers()[server].name()
                     ),
                 );
                 refused_any = true;
@@ -425,25 +430,11 @@ async fn select_servers(
         }
     }
 
-    let mut held = existing.clone();
-    for (&share, &server) in &allocated {
-        held.entry(server).or_default().insert(share);
-    }
+    let held = with_allocations(&existing, &allocated);
     let happiness = servers_of_happiness(&held);
     if happiness < usize::from(params.happy) {
         abort_buckets(grid, storage_index, upload_secret, &allocated).await;
-        let reasons: Vec<String> = unusable
-            .iter()
-            .map(|(&i, why)| {
-                // Storage errors already start with the server's name.
-                let name = grid.servers()[i].name();
-                if why.starts_with(name) {
-                    why.clone()
-                } else {
-                    format!("{name}: {why}")
-                }
-            })
-            .collect();
+        let reasons: Vec<&str> = unusable.values().map(String::as_str).collect();
         let not_asked = grid.len().saturating_sub(candidates.len());
         return Err(UploadError::Unhappy(format!(
             "cannot place shares with happiness {happy} (any {needed} of {happy} distinct servers rebuild the \
@@ -482,16 +473,36 @@ async fn abort_buckets(
     for (&share, &server) in buckets {
         let storage = grid.servers()[server].storage.clone();
         let secret = *upload_secret;
-        aborts.spawn(async move {
-            // Best effort: a server that cannot be reached drops the upload itself after its idle timeout.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(10),
-                storage.abort_upload(storage_index, share, &secret),
-            )
-            .await;
-        });
+        aborts.spawn(async move { abort_bucket(&*storage, storage_index, share, &secret).await });
     }
     while aborts.join_next().await.is_some() {}
+}
+
+/// Abandons one unfinished share, best effort: a server that cannot be reached drops the upload itself after
+/// its idle timeout.
+async fn abort_bucket(
+    storage: &dyn StorageServer,
+    storage_index: StorageIndex,
+    share: ShareNumber,
+    upload_secret: &[u8; 32],
+) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        storage.abort_upload(storage_index, share, upload_secret),
+    )
+    .await;
+}
+
+/// What each server holds: `existing` plus the buckets allocated for this upload.
+fn with_allocations(
+    existing: &BTreeMap<usize, BTreeSet<ShareNumber>>,
+    allocated: &BTreeMap<ShareNumber, usize>,
+) -> BTreeMap<usize, BTreeSet<ShareNumber>> {
+    let mut held = existing.clone();
+    for (&share, &server) in allocated {
+        held.entry(server).or_default().insert(share);
+    }
+    held
 }
 
 /// One segment, encrypted, coded and hashed.
@@ -647,20 +658,11 @@ fn start_encoder(
     Ok(receiver)
 }
 
-/// The byte sizes of what follows the blocks in every share.
-#[derive(Clone, Copy)]
-struct Trailer {
-    ueb_size: u64,
-}
-
-impl Trailer {
-    fn sizes(geometry: &Geometry) -> Trailer {
-        // Tahoe sizes the allocation from a UEB with zeroed hashes (`get_uri_extension_size`): same length.
-        let zero = [0u8; 32];
-        Trailer {
-            ueb_size: geometry.uri_extension(&zero, &zero, &zero).pack().len() as u64,
-        }
-    }
+/// Bytes of the URI extension block of a file of this geometry. Tahoe sizes the allocation from a UEB with
+/// zeroed hashes (`get_uri_extension_size`); the real hashes are as long.
+fn ueb_size(geometry: &Geometry) -> u64 {
+    let zero = [0u8; 32];
+    geometry.uri_extension(&zero, &zero, &zero).pack().len() as u64
 }
 
 /// One share being written: bytes not yet sent, and the write in flight.
@@ -684,7 +686,7 @@ struct Push<'g> {
     preexisting: BTreeMap<usize, BTreeSet<ShareNumber>>,
     writers: Vec<ShareWriter>,
     /// Shares given up on, and why.
-    lost: Vec<(ShareNumber, usize, String)>,
+    lost: Vec<(ShareNumber, String)>,
     chunk: usize,
     write_timeout: Duration,
 }
@@ -697,7 +699,6 @@ impl Push<'_> {
         geometry: Geometry,
         layout: &ShareLayout,
         options: &UploadOptions,
-        trailer: Trailer,
     ) -> Result<Hash, UploadError> {
         let mut encoded = start_encoder(file, key, geometry, options.threads)?;
         let needed = usize::from(geometry.needed);
@@ -737,7 +738,7 @@ impl Push<'_> {
         let ueb = geometry
             .uri_extension(&crypttext_hash, crypttext_tree.root(), share_tree.root())
             .pack();
-        debug_assert_eq!(ueb.len() as u64, trailer.ueb_size);
+        debug_assert_eq!(ueb.len() as u64, ueb_size(&geometry));
         let ueb_hash = hashutil::uri_extension_hash(&ueb);
 
         let tree_bytes = (layout.crypttext_hash_tree - layout.plaintext_hash_tree) as usize;
@@ -819,8 +820,11 @@ impl Push<'_> {
                 match self.settle(i).await {
                     Ok(Some(true)) => i += 1,
                     Ok(_) => {
-                        self.lose(i, "the server says the share is still incomplete".into())
-                            .await?
+                        let reason = format!(
+                            "{}: the server says the share is still incomplete",
+                            self.server_name(i)
+                        );
+                        self.lose(i, reason).await?
                     }
                     Err(reason) => self.lose(i, reason).await?,
                 }
@@ -836,35 +840,35 @@ impl Push<'_> {
             Some(handle) => match handle.await {
                 Ok(Ok(complete)) => Ok(Some(complete)),
                 Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(format!("write task: {e}")),
+                Err(e) => Err(format!("{}: write task: {e}", self.server_name(i))),
             },
         }
+    }
+
+    fn server_name(&self, i: usize) -> &str {
+        self.grid.servers()[self.writers[i].server].name()
     }
 
     /// Gives up on writer `i`'s share; fails the upload if happiness no longer holds.
     async fn lose(&mut self, i: usize, reason: String) -> Result<(), UploadError> {
         let writer = self.writers.remove(i);
-        let storage = self.grid.servers()[writer.server].storage.clone();
-        let (si, share, secret) = (self.storage_index, writer.share, self.upload_secret);
+        let storage = &self.grid.servers()[writer.server].storage;
         // Waited for, so a failed upload leaves nothing behind even if it ends right after this.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(10),
-            storage.abort_upload(si, share, &secret),
+        abort_bucket(
+            &**storage,
+            self.storage_index,
+            writer.share,
+            &self.upload_secret,
         )
         .await;
-        self.lost.push((writer.share, writer.server, reason));
+        self.lost.push((writer.share, reason));
         let held = self.held();
         let happiness = servers_of_happiness(&held);
         if happiness < usize::from(self.happy) {
             let lost: Vec<String> = self
                 .lost
                 .iter()
-                .map(|(share, server, why)| {
-                    format!(
-                        "share {share} on {}: {why}",
-                        self.grid.servers()[*server].name()
-                    )
-                })
+                .map(|(share, why)| format!("share {share}: {why}"))
                 .collect();
             return Err(UploadError::Unhappy(format!(
                 "servers failed during the upload and happiness fell to {happiness}, below {happy} ({}): {}",
