@@ -10,6 +10,7 @@ pub mod base32;
 pub mod hashtree;
 pub mod hashutil;
 pub mod netstring;
+pub mod rsa;
 
 /// Compares two byte strings in time that depends only on their lengths, for secrets such as write enablers.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
