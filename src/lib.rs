@@ -11,4 +11,5 @@ pub mod crypto;
 pub mod erasure;
 pub mod grid;
 pub mod immutable;
+pub mod mutable;
 pub mod storage;

@@ -1,0 +1,314 @@
+//! The servermap of a mutable file (`allmydata/mutable/servermap.py`): which server holds which share of which
+//! version. Every server is asked at once for its shares and the first bytes of each; each share's header is
+//! parsed, its key checked against the cap's fingerprint and its signature verified. A share that fails is
+//! recorded as bad with its checkstring, so a later publish can replace it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+
+use super::layout::{self, Regions, SignedPrefix};
+use super::{FileKeys, MutableError};
+use crate::crypto::hashutil;
+use crate::crypto::rsa::VerifyingKey;
+use crate::grid::client::Grid;
+use crate::storage::{ShareNumber, StorageError, StorageIndex};
+
+/// How much of each share the first query reads: the whole of a small directory, and for anything larger the
+/// header, key and signature (MDMF keeps all of those, and the hash chain, in its first 2167 bytes).
+pub const INITIAL_READ: u64 = 64 * 1024;
+
+/// One good share: where it is, the version it holds and the bytes read from its start.
+#[derive(Debug, Clone)]
+pub struct ShareRecord {
+    /// Index into the grid's servers.
+    pub server: usize,
+    pub share: ShareNumber,
+    pub prefix: SignedPrefix,
+    pub regions: Regions,
+    /// The share's first bytes (at least its header and signed part).
+    pub head: Bytes,
+}
+
+/// A share that is there but unusable, and the checkstring it starts with (to test against when replacing it).
+#[derive(Debug, Clone)]
+pub struct BadShare {
+    pub server: usize,
+    pub share: ShareNumber,
+    pub reason: String,
+    pub checkstring: Bytes,
+}
+
+#[derive(Debug, Default)]
+pub struct ServerMap {
+    pub shares: Vec<ShareRecord>,
+    pub bad: Vec<BadShare>,
+    /// Servers that answered (with or without shares).
+    pub reachable: BTreeSet<usize>,
+    /// Servers that did not, and why.
+    pub unreachable: BTreeMap<usize, String>,
+    /// The verified public key, once any share has shown one matching the cap.
+    pub verifying_key: Option<VerifyingKey>,
+}
+
+impl ServerMap {
+    /// The versions seen, each with its shares, newest first.
+    pub fn versions(&self) -> Vec<(&SignedPrefix, Vec<&ShareRecord>)> {
+        let mut by_version: BTreeMap<(u64, [u8; 32], Vec<u8>), (&SignedPrefix, Vec<&ShareRecord>)> =
+            BTreeMap::new();
+        for record in &self.shares {
+            let key = (
+                record.prefix.seqnum,
+                record.prefix.root_hash,
+                record.prefix.signable(),
+            );
+            by_version
+                .entry(key)
+                .or_insert_with(|| (&record.prefix, Vec::new()))
+                .1
+                .push(record);
+        }
+        by_version.into_values().rev().collect()
+    }
+
+    /// The newest version that has at least k distinct shares, as Tahoe's `best_recoverable_version`.
+    pub fn best_recoverable(&self) -> Option<(&SignedPrefix, Vec<&ShareRecord>)> {
+        self.versions().into_iter().find(|(prefix, records)| {
+            let distinct: BTreeSet<ShareNumber> = records.iter().map(|r| r.share).collect();
+            distinct.len() >= usize::from(prefix.needed)
+        })
+    }
+
+    pub fn highest_seqnum(&self) -> u64 {
+        self.shares
+            .iter()
+            .map(|r| r.prefix.seqnum)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Every (server, share) known to hold some share of this file, good or bad.
+    pub fn known_locations(&self) -> BTreeSet<(usize, ShareNumber)> {
+        self.shares
+            .iter()
+            .map(|r| (r.server, r.share))
+            .chain(self.bad.iter().map(|b| (b.server, b.share)))
+            .collect()
+    }
+
+    /// The checkstring currently at (server, share), if known.
+    pub fn checkstring_at(&self, server: usize, share: ShareNumber) -> Option<Vec<u8>> {
+        self.shares
+            .iter()
+            .find(|r| r.server == server && r.share == share)
+            .map(|r| r.prefix.checkstring())
+            .or_else(|| {
+                self.bad
+                    .iter()
+                    .find(|b| b.server == server && b.share == share)
+                    .map(|b| b.checkstring.to_vec())
+            })
+    }
+}
+
+
+/// Reads `range` of a share, from `head` when it covers it.
+pub async fn share_bytes(
+    grid: &Grid,
+    storage_index: StorageIndex,
+    record_server: usize,
+    share: ShareNumber,
+    head: &Bytes,
+    range: std::ops::Range<u64>,
+    timeout: Duration,
+) -> Result<Bytes, StorageError> {
+    if range.end <= head.len() as u64 {
+        return Ok(head.slice(range.start as usize..range.end as usize));
+    }
+    if range.is_empty() {
+        return Ok(Bytes::new());
+    }
+    let server = &grid.servers()[record_server];
+    let read = server.storage.read_mutable_share(
+        storage_index,
+        share,
+        range.start,
+        range.end - range.start,
+    );
+    let bytes = match tokio::time::timeout(timeout, read).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(StorageError::Timeout {
+                server: server.name().to_owned(),
+                what: "read mutable share",
+                seconds: timeout.as_secs_f64(),
+            });
+        }
+    };
+    if bytes.len() as u64 != range.end - range.start {
+        return Err(StorageError::Protocol {
+            server: server.name().to_owned(),
+            problem: format!(
+                "mutable share {storage_index}/{share}: asked for bytes {}..{}, got {}",
+                range.start,
+                range.end,
+                bytes.len()
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
+/// What one server said.
+enum ServerAnswer {
+    Unreachable(String),
+    Shares(Vec<(ShareNumber, Result<Bytes, StorageError>)>),
+}
+
+async fn ask_server(
+    grid: &Grid,
+    server: usize,
+    storage_index: StorageIndex,
+    timeout: Duration,
+) -> ServerAnswer {
+    let storage = &grid.servers()[server].storage;
+    let listed = tokio::time::timeout(timeout, storage.list_mutable_shares(storage_index)).await;
+    let shares = match listed {
+        Ok(Ok(shares)) => shares,
+        Ok(Err(StorageError::NotFound { .. })) => BTreeSet::new(),
+        Ok(Err(e)) => return ServerAnswer::Unreachable(e.to_string()),
+        Err(_) => return ServerAnswer::Unreachable(format!("no answer within {timeout:?}")),
+    };
+    let reads = shares.iter().map(|&share| async move {
+        let read = storage.read_mutable_share(storage_index, share, 0, INITIAL_READ);
+        let result = match tokio::time::timeout(timeout, read).await {
+            Ok(result) => result,
+            Err(_) => Err(StorageError::Timeout {
+                server: grid.servers()[server].name().to_owned(),
+                what: "read mutable share",
+                seconds: timeout.as_secs_f64(),
+            }),
+        };
+        (share, result)
+    });
+    ServerAnswer::Shares(join_all(reads).await)
+}
+
+/// Asks every server in the grid about the file and checks what they hold.
+pub async fn update(
+    grid: &Grid,
+    keys: &FileKeys,
+    timeout: Duration,
+) -> Result<ServerMap, MutableError> {
+    let storage_index = keys.storage_index;
+    let order = grid.permuted(&storage_index);
+    let answers = join_all(
+        order
+            .iter()
+            .map(|&server| ask_server(grid, server, storage_index, timeout)),
+    )
+    .await;
+    let mut map = ServerMap::default();
+    for (&server, answer) in order.iter().zip(answers) {
+        match answer {
+            ServerAnswer::Unreachable(why) => {
+                map.unreachable.insert(server, why);
+            }
+            ServerAnswer::Shares(shares) => {
+                map.reachable.insert(server);
+                for (share, head) in shares {
+                    match head {
+                        Ok(head) => {
+                            check_share(grid, keys, &mut map, server, share, head, timeout).await
+                        }
+                        Err(e) => {
+                            map.unreachable.insert(server, e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(map)
+}
+
+async fn check_share(
+    grid: &Grid,
+    keys: &FileKeys,
+    map: &mut ServerMap,
+    server: usize,
+    share: ShareNumber,
+    head: Bytes,
+    timeout: Duration,
+) {
+    let checkstring = head.slice(..head.len().min(57));
+    let verdict = verify_head(grid, keys, map, server, share, &head, timeout).await;
+    match verdict {
+        Ok((prefix, regions, head)) => map.shares.push(ShareRecord {
+            server,
+            share,
+            prefix,
+            regions,
+            head,
+        }),
+        Err(reason) => map.bad.push(BadShare {
+            server,
+            share,
+            reason,
+            checkstring,
+        }),
+    }
+}
+
+/// Parses a share's header and checks its key and signature; reads more of the share if the first read was short
+/// of the signed part.
+async fn verify_head(
+    grid: &Grid,
+    keys: &FileKeys,
+    map: &mut ServerMap,
+    server: usize,
+    share: ShareNumber,
+    head: &Bytes,
+    timeout: Duration,
+) -> Result<(SignedPrefix, Regions, Bytes), String> {
+    let (prefix, regions) = layout::parse_header(head).map_err(|e| e.to_string())?;
+    if usize::from(share) >= usize::from(prefix.total) {
+        return Err(format!(
+            "share number {share} is not below N = {}",
+            prefix.total
+        ));
+    }
+    let mut head = head.clone();
+    let signed_end = regions.signed_part_end();
+    if signed_end > head.len() as u64 {
+        head = share_bytes(
+            grid,
+            keys.storage_index,
+            server,
+            share,
+            &Bytes::new(),
+            0..signed_end,
+            timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    let slice = |r: &std::ops::Range<u64>| &head[r.start as usize..r.end as usize];
+    let key_der = slice(&regions.verification_key);
+    let key = match &map.verifying_key {
+        Some(known) if known.der() == key_der => known.clone(),
+        _ => {
+            if hashutil::ssk_pubkey_fingerprint_hash(key_der) != keys.fingerprint {
+                return Err("its verification key does not match the cap's fingerprint".into());
+            }
+            let key = VerifyingKey::from_spki_der(key_der).map_err(|e| e.to_string())?;
+            map.verifying_key = Some(key.clone());
+            key
+        }
+    };
+    key.verify(&prefix.signable(), slice(&regions.signature))
+        .map_err(|_| format!("bad signature on version {}", prefix.seqnum))?;
+    Ok((prefix, regions, head))
+}
