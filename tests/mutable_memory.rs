@@ -112,7 +112,10 @@ fn one_share_per_server_and_n_grows_with_the_grid() {
         // The grid grows to five; the next publish gives every server a share.
         let grown = MutableFile::open(grid_of(&all), *file.cap(), options());
         let params = MutableParams::one_share_per_server(MutableFormat::Sdmf, 5);
-        grown.overwrite(b"directory v2", Some(params)).await.unwrap();
+        grown
+            .overwrite(b"directory v2", Some(params))
+            .await
+            .unwrap();
         let mut seen = BTreeSet::new();
         for server in &all {
             let shares = shares_on(server, &grown).await;
@@ -129,6 +132,41 @@ fn one_share_per_server_and_n_grows_with_the_grid() {
             assert_eq!(version.contents, b"directory v2");
             assert_eq!((version.params.needed, version.params.total), (1, 5));
         }
+    });
+}
+
+#[test]
+fn doubled_up_shares_spread_out_when_servers_join() {
+    runtime().block_on(async {
+        let all = servers(10);
+        let params = MutableParams {
+            format: MutableFormat::Mdmf,
+            needed: 3,
+            happy: 3,
+            total: 10,
+        };
+        let file = MutableFile::create(grid_of(&all[..3]), b"on three", params, options())
+            .await
+            .unwrap();
+        let grown = MutableFile::open(grid_of(&all), *file.cap(), options());
+        grown
+            .overwrite(
+                b"on ten",
+                Some(MutableParams {
+                    happy: 10,
+                    ..params
+                }),
+            )
+            .await
+            .unwrap();
+        let mut seen = BTreeSet::new();
+        for server in &all {
+            let shares = shares_on(server, &grown).await;
+            assert_eq!(shares.len(), 1, "{} holds {shares:?}", server.name());
+            seen.extend(shares);
+        }
+        assert_eq!(seen, (0..10).collect());
+        assert_eq!(grown.read().await.unwrap().contents, b"on ten");
     });
 }
 
@@ -161,10 +199,7 @@ fn reads_survive_n_minus_k_servers_down_or_corrupting() {
                 server.set_fault(Fault::Down);
             }
             let error = file.read().await.unwrap_err();
-            assert!(
-                matches!(error, MutableError::Unrecoverable(_)),
-                "{error}"
-            );
+            assert!(matches!(error, MutableError::Unrecoverable(_)), "{error}");
             for server in &servers {
                 server.set_fault(Fault::None);
             }

@@ -547,6 +547,13 @@ impl fmt::Display for FileCap {
     }
 }
 
+/// The file cap's text (`URI:SSK:…`, `URI:MDMF-RO:…`); a directory wraps it as `Cap::Directory`.
+impl fmt::Display for MutableCap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", FileCap::Mutable(*self))
+    }
+}
+
 impl fmt::Display for Cap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

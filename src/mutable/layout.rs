@@ -134,7 +134,7 @@ impl SignedPrefix {
 
     /// The block size of segment `segnum`: the segment padded to a multiple of k, over k.
     pub fn segment_block_size(&self, segnum: u64) -> u64 {
-        self.segment_len(segnum).next_multiple_of(u64::from(self.needed)) / u64::from(self.needed)
+        self.segment_len(segnum).div_ceil(u64::from(self.needed))
     }
 
     /// The length of the share data region.
@@ -169,7 +169,7 @@ impl SignedPrefix {
             return bad(format!("k = {}, N = {}", self.needed, self.total));
         }
         let k = u64::from(self.needed);
-        if self.segment_size % k != 0 {
+        if !self.segment_size.is_multiple_of(k) {
             return bad(format!(
                 "segment size {} is not a multiple of k = {k}",
                 self.segment_size
@@ -331,10 +331,22 @@ pub fn parse_header(bytes: &[u8]) -> Result<(SignedPrefix, Regions), LayoutError
         }
     };
     let limits = [
-        ("verification key", &regions.verification_key, MAX_VERIFICATION_KEY),
+        (
+            "verification key",
+            &regions.verification_key,
+            MAX_VERIFICATION_KEY,
+        ),
         ("signature", &regions.signature, MAX_SIGNATURE),
-        ("encrypted private key", &regions.enc_privkey, MAX_PRIVATE_KEY),
-        ("share hash chain", &regions.share_hash_chain, MAX_SHARE_HASH_CHAIN),
+        (
+            "encrypted private key",
+            &regions.enc_privkey,
+            MAX_PRIVATE_KEY,
+        ),
+        (
+            "share hash chain",
+            &regions.share_hash_chain,
+            MAX_SHARE_HASH_CHAIN,
+        ),
         (
             "block hash tree",
             &regions.block_hash_tree,
@@ -384,7 +396,7 @@ fn ordered(named: &[(&str, u64)], eof: u64) -> Result<(), LayoutError> {
 /// Parses a share hash chain: entries of a big-endian u16 node index and a 32-byte hash.
 pub fn parse_share_hash_chain(bytes: &[u8]) -> Result<BTreeMap<usize, Hash>, LayoutError> {
     const ENTRY: usize = 2 + HASH_SIZE;
-    if bytes.len() % ENTRY != 0 {
+    if !bytes.len().is_multiple_of(ENTRY) {
         return Err(LayoutError::Ragged {
             what: "share hash chain",
             len: bytes.len(),
@@ -404,7 +416,7 @@ pub fn parse_share_hash_chain(bytes: &[u8]) -> Result<BTreeMap<usize, Hash>, Lay
 
 /// Parses a block hash tree: every node, root first.
 pub fn parse_block_hash_tree(bytes: &[u8]) -> Result<Vec<Hash>, LayoutError> {
-    if bytes.len() % HASH_SIZE != 0 {
+    if !bytes.len().is_multiple_of(HASH_SIZE) {
         return Err(LayoutError::Ragged {
             what: "block hash tree",
             len: bytes.len(),
@@ -557,7 +569,10 @@ mod tests {
                 let at = |range: &Range<u64>| &share[range.start as usize..range.end as usize];
                 assert_eq!(at(&r.verification_key), &[1; 292][..]);
                 assert_eq!(at(&r.signature), &[2; 256][..]);
-                assert_eq!(parse_share_hash_chain(at(&r.share_hash_chain)).unwrap(), chain);
+                assert_eq!(
+                    parse_share_hash_chain(at(&r.share_hash_chain)).unwrap(),
+                    chain
+                );
                 assert_eq!(parse_block_hash_tree(at(&r.block_hash_tree)).unwrap(), tree);
                 assert_eq!(at(&r.share_data), &data[..]);
                 assert_eq!(at(&r.enc_privkey), &[6; 1216][..]);
@@ -588,7 +603,10 @@ mod tests {
         assert_eq!(parse_header(&bad), Err(LayoutError::UnknownVersion(2)));
         let mut bad = share.clone();
         bad[41] = 0; // k = 0
-        assert!(matches!(parse_header(&bad), Err(LayoutError::Parameters(_))));
+        assert!(matches!(
+            parse_header(&bad),
+            Err(LayoutError::Parameters(_))
+        ));
         let mut bad = share.clone();
         bad[59 + 7] = 0xff; // the private key offset past the chain's
         assert!(matches!(parse_header(&bad), Err(LayoutError::Offsets(_))));

@@ -251,17 +251,12 @@ impl MutableFile {
             ));
         }
         for (server, why) in &map.unreachable {
-            detail.push_str(&format!(
-                "; {}: {why}",
-                self.grid.servers()[*server].name()
-            ));
+            detail.push_str(&format!("; {}: {why}", self.grid.servers()[*server].name()));
         }
         if map.shares.is_empty() {
             MutableError::NotFound(detail)
         } else {
-            MutableError::Unrecoverable(format!(
-                "no version has enough good shares{detail}"
-            ))
+            MutableError::Unrecoverable(format!("no version has enough good shares{detail}"))
         }
     }
 
@@ -398,7 +393,9 @@ impl MutableFile {
                 .await
             {
                 Ok(()) => return Ok(seqnum),
-                Err(MutableError::UncoordinatedWrite(why)) if attempt < self.options.max_attempts => {
+                Err(MutableError::UncoordinatedWrite(why))
+                    if attempt < self.options.max_attempts =>
+                {
                     // Jittered exponential backoff, so two colliding writers stop colliding.
                     let mut jitter = [0u8; 2];
                     let _ = getrandom::fill(&mut jitter);

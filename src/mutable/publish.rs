@@ -80,7 +80,8 @@ pub fn encode(
     let codec = Codec::new(usize::from(params.needed), n)
         .map_err(|e| MutableError::Failed(format!("erasure parameters: {e}")))?;
     let share_numbers: Vec<u16> = (0..n as u16).collect();
-    let mut share_data: Vec<Vec<u8>> = vec![Vec::with_capacity(prefix.share_data_len() as usize); n];
+    let mut share_data: Vec<Vec<u8>> =
+        vec![Vec::with_capacity(prefix.share_data_len() as usize); n];
     let mut block_hashes: Vec<Vec<Hash>> = vec![Vec::new(); n];
     for segnum in 0..prefix.num_segments() {
         let start = (segnum * segment_size) as usize;
@@ -143,33 +144,58 @@ pub fn encode(
 }
 
 /// Where each share goes: the old homes of every share the map knows, then the homeless shares on the servers
-/// with the fewest shares so far, in permuted order (`Publish.update_goal`).
+/// with the fewest shares so far, in permuted order (`Publish.update_goal`). Then, unlike Tahoe, spread doubled-up
+/// shares onto usable servers that hold none (an earlier publish may have had fewer servers to use); the old
+/// copies they leave are returned, to be deleted.
 fn place(
     total: usize,
     permuted: &[usize],
     usable: &BTreeSet<usize>,
     goal: &mut BTreeSet<(usize, ShareNumber)>,
-) -> Result<(), String> {
+) -> Result<Vec<(usize, ShareNumber)>, String> {
     goal.retain(|(server, share)| usable.contains(server) && usize::from(*share) < total);
-    let homed: BTreeSet<ShareNumber> = goal.iter().map(|(_, s)| *s).collect();
-    let homeless: Vec<ShareNumber> = (0..total as u16).filter(|s| !homed.contains(s)).collect();
-    if homeless.is_empty() {
-        return Ok(());
-    }
-    let mut servers: Vec<(usize, usize, usize)> = permuted
+    let servers: Vec<usize> = permuted
         .iter()
-        .enumerate()
-        .filter(|(_, s)| usable.contains(s))
-        .map(|(rank, &s)| (goal.iter().filter(|(g, _)| *g == s).count(), rank, s))
+        .copied()
+        .filter(|s| usable.contains(s))
         .collect();
-    servers.sort();
     if servers.is_empty() {
         return Err("no usable server left".into());
     }
-    for (i, share) in homeless.into_iter().enumerate() {
-        goal.insert((servers[i % servers.len()].2, share));
+    let load = |goal: &BTreeSet<(usize, ShareNumber)>, server: usize| {
+        goal.iter().filter(|(g, _)| *g == server).count()
+    };
+    let homed: BTreeSet<ShareNumber> = goal.iter().map(|(_, s)| *s).collect();
+    for share in (0..total as u16).filter(|s| !homed.contains(s)) {
+        let least = servers
+            .iter()
+            .copied()
+            .min_by_key(|&s| load(goal, s))
+            .expect("servers is not empty");
+        goal.insert((least, share));
     }
-    Ok(())
+    let mut moved = Vec::new();
+    for &empty in &servers {
+        if load(goal, empty) > 0 {
+            continue;
+        }
+        let crowded = servers
+            .iter()
+            .copied()
+            .filter(|&s| load(goal, s) > 1)
+            .max_by_key(|&s| load(goal, s));
+        let Some(crowded) = crowded else { break };
+        let share = goal
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == crowded)
+            .map(|(_, share)| *share)
+            .expect("a crowded server holds shares");
+        goal.remove(&(crowded, share));
+        goal.insert((empty, share));
+        moved.push((crowded, share));
+    }
+    Ok(moved)
 }
 
 /// What became of one server's writes.
@@ -255,7 +281,7 @@ pub async fn publish(
     let known = map.known_locations();
     let mut goal: BTreeSet<(usize, ShareNumber)> = known.clone();
     // Shares a smaller N leaves behind are deleted, so no reader mistakes them for a live version.
-    let obsolete: BTreeSet<(usize, ShareNumber)> = known
+    let mut obsolete: BTreeSet<(usize, ShareNumber)> = known
         .iter()
         .copied()
         .filter(|(_, s)| usize::from(*s) >= total)
@@ -264,12 +290,24 @@ pub async fn publish(
     let mut placed: BTreeSet<(usize, ShareNumber)> = BTreeSet::new();
     let mut failures: BTreeMap<usize, String> = map.unreachable.clone();
     loop {
-        place(total, &permuted, &usable, &mut goal).map_err(|why| {
+        let moved = place(total, &permuted, &usable, &mut goal).map_err(|why| {
             MutableError::NotEnoughServers(describe_failures(grid, &failures, why))
         })?;
+        // A share moved away from a server where the map saw it is deleted there, unless another write there
+        // is planned for it.
+        obsolete.extend(
+            moved
+                .into_iter()
+                .filter(|location| known.contains(location) && !goal.contains(location)),
+        );
         let mut by_server: BTreeMap<usize, BTreeMap<ShareNumber, TestWriteVectors>> =
             BTreeMap::new();
-        for &(server, share) in goal.iter().chain(obsolete.iter()) {
+        let writes = goal.iter().map(|location| (location, true));
+        let deletes = obsolete
+            .iter()
+            .filter(|location| !goal.contains(location))
+            .map(|location| (location, false));
+        for (&(server, share), write) in writes.chain(deletes) {
             if placed.contains(&(server, share)) {
                 continue;
             }
@@ -286,7 +324,7 @@ pub async fn publish(
                     specimen: Bytes::new(),
                 },
             }];
-            let vectors = if usize::from(share) < total {
+            let vectors = if write {
                 let bytes = version.shares[usize::from(share)].clone();
                 TestWriteVectors {
                     tests,
@@ -352,8 +390,7 @@ pub async fn publish(
         }
     }
     let holding: BTreeSet<usize> = placed
-        .iter()
-        .filter(|(_, s)| usize::from(*s) < total)
+        .intersection(&goal)
         .map(|(server, _)| *server)
         .collect();
     let needed_servers = happy.min(total).min(grid.len()).max(1);

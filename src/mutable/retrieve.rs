@@ -155,11 +155,9 @@ pub async fn retrieve(
                 Err((corrupt, why)) => {
                     if corrupt {
                         let reason = format!("tahoe-mount: {why}");
-                        let advise = grid.servers()[record.server].storage.advise_corrupt_mutable(
-                            keys.storage_index,
-                            record.share,
-                            &reason,
-                        );
+                        let advise = grid.servers()[record.server]
+                            .storage
+                            .advise_corrupt_mutable(keys.storage_index, record.share, &reason);
                         let _ = tokio::time::timeout(timeout, advise).await;
                     }
                     problems.push(format!("share {} on {name}: {why}", record.share));
@@ -193,13 +191,13 @@ fn decode(
     for segnum in 0..prefix.num_segments() {
         let s = segnum as usize;
         let (salt, blocks): (&[u8], Vec<&[u8]>) = match prefix.format {
-            MutableFormat::Sdmf => (&prefix.iv, shares.iter().map(|v| &v.blocks[s][..]).collect()),
+            MutableFormat::Sdmf => (
+                &prefix.iv,
+                shares.iter().map(|v| &v.blocks[s][..]).collect(),
+            ),
             MutableFormat::Mdmf => (
                 &shares[0].blocks[s][..SALT_SIZE],
-                shares
-                    .iter()
-                    .map(|v| &v.blocks[s][SALT_SIZE..])
-                    .collect(),
+                shares.iter().map(|v| &v.blocks[s][SALT_SIZE..]).collect(),
             ),
         };
         let block_size = blocks[0].len();

@@ -41,6 +41,9 @@ pub struct BadShare {
     pub checkstring: Bytes,
 }
 
+/// Orders versions: newest seqnum first, then by root hash and the rest of the signed prefix.
+type VersionKey = (u64, [u8; 32], Vec<u8>);
+
 #[derive(Debug, Default)]
 pub struct ServerMap {
     pub shares: Vec<ShareRecord>,
@@ -56,7 +59,7 @@ pub struct ServerMap {
 impl ServerMap {
     /// The versions seen, each with its shares, newest first.
     pub fn versions(&self) -> Vec<(&SignedPrefix, Vec<&ShareRecord>)> {
-        let mut by_version: BTreeMap<(u64, [u8; 32], Vec<u8>), (&SignedPrefix, Vec<&ShareRecord>)> =
+        let mut by_version: BTreeMap<VersionKey, (&SignedPrefix, Vec<&ShareRecord>)> =
             BTreeMap::new();
         for record in &self.shares {
             let key = (
@@ -112,7 +115,6 @@ impl ServerMap {
             })
     }
 }
-
 
 /// Reads `range` of a share, from `head` when it covers it.
 pub async fn share_bytes(

@@ -126,6 +126,40 @@ impl TahoeClient {
         })
     }
 
+    /// Waits (up to a minute) until the node reports every storage server connected again, e.g. after a test
+    /// restarted some; Tahoe reconnects with backoff.
+    pub fn wait_connected(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (status, body) = http(&self.url, "GET", "?t=json", b"");
+            let connected = (status == 200)
+                .then(|| serde_json::from_slice::<Value>(&body).ok())
+                .flatten()
+                .and_then(|v| v["servers"].as_array().cloned())
+                .map(|servers| {
+                    servers
+                        .iter()
+                        .filter(|s| s["connection_status"] == "connected")
+                        .count()
+                })
+                .unwrap_or(0);
+            if connected >= usize::from(self.total) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Tahoe client: {connected} of {} servers connected after a minute",
+                self.total
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// Any web API request: `(status, body)`.
+    pub fn web(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        http(&self.url, method, path, body)
+    }
+
     /// Runs the `tahoe` CLI itself against this node: `tahoe -d <node> args…`.
     pub fn tahoe(&self, args: &[&str], stdin: &[u8]) -> Output {
         let tahoe = python().with_file_name("tahoe");
