@@ -181,6 +181,20 @@ impl MutableFile {
         params: MutableParams,
         options: MutableOptions,
     ) -> Result<MutableFile, MutableError> {
+        MutableFile::create_with(grid, |_| Ok(contents.to_vec()), params, options).await
+    }
+
+    /// Like [`MutableFile::create`], with contents made from the new file's writekey (as a directory encrypts its
+    /// children's writecaps under it), all in the first version.
+    pub async fn create_with<F>(
+        grid: Grid,
+        contents_for: F,
+        params: MutableParams,
+        options: MutableOptions,
+    ) -> Result<MutableFile, MutableError>
+    where
+        F: FnOnce(&Key) -> Result<Vec<u8>, MutableError>,
+    {
         params.validate()?;
         let signing_key = tokio::task::spawn_blocking(SigningKey::generate)
             .await
@@ -192,11 +206,12 @@ impl MutableFile {
             access: MutableAccess::Write { writekey },
             fingerprint: hashutil::ssk_pubkey_fingerprint_hash(signing_key.verifying_key().der()),
         };
+        let contents = contents_for(&writekey)?;
         let file = MutableFile::open(grid, cap, options);
         // A fresh key's storage index is new to every server, so there is nothing to map: each share must not
         // exist yet.
         let map = ServerMap::default();
-        file.publish_version(&map, &signing_key, contents, &params, 1)
+        file.publish_version(&map, &signing_key, &contents, &params, 1)
             .await?;
         Ok(file)
     }
