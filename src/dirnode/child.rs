@@ -7,7 +7,8 @@
 //! form carries an `ro.` prefix (or `imm.` inside an immutable directory) that says what it may grant; packing
 //! strips the prefix the directory implies and unpacking puts it back.
 
-use crate::cap::{Cap, FileCap, MutableAccess, MutableCap};
+use crate::cap::{Cap, FileCap, MutableAccess, MutableCap, UnknownCap};
+use crate::crypto::base32;
 use std::fmt;
 use thiserror::Error;
 
@@ -277,9 +278,39 @@ fn from_string(text: &[u8], deep_immutable: bool) -> Result<Option<Cap>, ChildCa
     }
     let bare = std::str::from_utf8(bare)
         .map_err(|_| ChildCapError::Malformed(format!("URI:{} cap is not UTF-8", kind.0)))?;
-    Cap::parse(bare)
-        .map(Some)
-        .map_err(|e| ChildCapError::Malformed(e.to_string()))
+    match Cap::parse(bare) {
+        Ok(cap) => Ok(Some(cap)),
+        Err(e) => match kind.0 {
+            // Tahoe's CHK verify cap pattern has no `$`: any text after the size's digits is accepted (and
+            // ignored). Such caps are kept as unknown caps anyway, so only whether they are refused matters.
+            // Its share counts are not checked either (this crate's parser requires 1 ≤ k ≤ N ≤ 256).
+            "CHK-Verifier" | "DIR2-CHK-Verifier" if tahoe_accepts_chk_verifier(bare) => {
+                Ok(Some(Cap::Unknown(UnknownCap(bare.to_owned()))))
+            }
+            _ => Err(ChildCapError::Malformed(e.to_string())),
+        },
+    }
+}
+
+/// Whether Tahoe's pattern for CHK verify caps matches: `URI:KIND:SI:UEB:K:N:SIZE` with base32 keys of the right
+/// lengths and decimal numbers, and anything after SIZE's digits.
+fn tahoe_accepts_chk_verifier(cap: &str) -> bool {
+    let mut fields = cap.splitn(7, ':').skip(2);
+    let (Some(si), Some(ueb), Some(k), Some(n), Some(size)) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return false;
+    };
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    base32::decode_array::<16>(si).is_ok()
+        && base32::decode_array::<32>(ueb).is_ok()
+        && digits(k)
+        && digits(n)
+        && size.bytes().next().is_some_and(|b| b.is_ascii_digit())
 }
 
 /// `UnknownNode(rw_uri, ro_uri, deep_immutable)`: which unknown caps may be kept, and the prefix the read form

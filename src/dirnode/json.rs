@@ -457,13 +457,24 @@ pub fn python_float_repr(value: f64) -> String {
     if value.is_infinite() {
         return if value > 0.0 { "Infinity" } else { "-Infinity" }.into();
     }
-    // Rust's `{:e}` also prints the shortest round-trip digits: "d.ddde±x".
-    let scientific = format!("{:e}", value.abs());
+    // Rust's `{:e}` finds how many digits the shortest round-trip form needs, but where two such forms are equally
+    // close it may pick the other one than Python, which rounds half to even; exact formatting to that many digits
+    // rounds half to even too.
+    let shortest = format!("{:e}", value.abs());
+    let significant = shortest
+        .split('e')
+        .next()
+        .map_or(1, |m| m.bytes().filter(u8::is_ascii_digit).count());
+    let scientific = format!("{:.*e}", significant.saturating_sub(1), value.abs());
     let (mantissa, exponent) = scientific
         .split_once('e')
         .expect("{:e} output has an exponent");
     let exponent: i32 = exponent.parse().expect("{:e} exponent is an integer");
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let digits = match digits.trim_end_matches('0') {
+        "" => "0".to_owned(),
+        trimmed => trimmed.to_owned(),
+    };
     let sign = if value.is_sign_negative() { "-" } else { "" };
     if (-4..16).contains(&exponent) {
         let point = exponent + 1;
@@ -511,6 +522,8 @@ mod tests {
             (1.5e-7, "1.5e-07"),
             (1.2345e100, "1.2345e+100"),
             (123.456, "123.456"),
+            // Exactly halfway between two shortest forms: Python rounds half to even.
+            (1700000291.0 + 420.0 / 1024.0, "1700000291.4101562"),
             (f64::INFINITY, "Infinity"),
         ] {
             assert_eq!(python_float_repr(value), text);
