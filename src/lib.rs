@@ -8,6 +8,7 @@ pub mod cap;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod dirnode;
 pub mod erasure;
 pub mod grid;
 pub mod immutable;
