@@ -13,6 +13,7 @@ mod edit;
 mod immutable;
 pub mod json;
 mod metadata;
+mod node;
 mod pack;
 mod path;
 
@@ -20,6 +21,7 @@ pub use child::{Child, ChildCapError, UnknownChild};
 pub use edit::{Change, EditError, Replace};
 pub use immutable::{ReadError, read_immutable_directory};
 pub use metadata::{Metadata, MetadataError};
+pub use node::{DirectoryError, DirectoryNode, now};
 pub use pack::{
     Access, EntryProblem, PackError, SkippedEntry, UnpackError, Unpacked, pack, unpack,
 };
