@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod directories;
 mod transfer;
 
 /// Mount a Tahoe-LAFS grid, found through its grid service directory instead of an introducer.
@@ -42,10 +43,11 @@ enum Command {
     },
     /// List the erasure-coding kernels this CPU runs and the one in use (set TAHOE_MOUNT_EC_KERNEL to choose).
     Kernels,
-    /// Upload a file as an immutable file (CHK, or a literal cap up to 55 bytes) and print its cap.
+    /// Upload a file and print its cap: immutable (CHK, or a literal cap up to 55 bytes) or, with --mutable, a
+    /// mutable file. With DEST (DIRCAP/path) the file is also linked there, replacing what was there.
     ///
-    /// Only the cap goes to standard output. Uploads of the same bytes with the same convergence secret and
-    /// encoding parameters give the same cap, here and with `tahoe put`.
+    /// Only the cap goes to standard output. Immutable uploads of the same bytes with the same convergence secret
+    /// and encoding parameters give the same cap, here and with `tahoe put`.
     Put {
         #[command(flatten)]
         servers: ServerArgs,
@@ -64,19 +66,95 @@ enum Command {
         /// N: shares made.
         #[arg(long, default_value_t = 10)]
         shares_total: u16,
+        /// Make a mutable file (SDMF unless --format says otherwise).
+        #[arg(long)]
+        mutable: bool,
+        /// The mutable file format.
+        #[arg(long, value_enum, default_value_t = FormatArg::Sdmf)]
+        format: FormatArg,
         /// The file to upload, or - (the default) for standard input.
         file: Option<PathBuf>,
+        /// Where to link it: DIRCAP/path.
+        dest: Option<String>,
     },
-    /// Download an immutable file by its cap.
+    /// Download a file by its cap, or by DIRCAP/path.
     Get {
         #[command(flatten)]
         servers: ServerArgs,
-        /// The file's cap (URI:CHK:… or URI:LIT:…), or - to read it from standard input.
+        /// The file's cap (URI:CHK:…, URI:LIT:…, URI:SSK:…, URI:MDMF:…), DIRCAP/path, or - to read a cap from
+        /// standard input.
         cap: String,
         /// Where to write it, or - (the default) for standard output. A file is written under a temporary name
         /// and renamed into place once complete.
         file: Option<PathBuf>,
     },
+    /// Create a directory and print its writecap; with DIRCAP/path, also link it there.
+    Mkdir {
+        #[command(flatten)]
+        servers: ServerArgs,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The directory's mutable file format.
+        #[arg(long, value_enum, default_value_t = FormatArg::Sdmf)]
+        format: FormatArg,
+        /// Where to link the new directory: DIRCAP/path.
+        target: Option<String>,
+    },
+    /// List a directory: DIRCAP or DIRCAP/path.
+    Ls {
+        #[command(flatten)]
+        servers: ServerArgs,
+        /// Kind, size and modification time too.
+        #[arg(short = 'l', long)]
+        long: bool,
+        /// Each child's cap too (its readcap when it has one).
+        #[arg(long)]
+        uri: bool,
+        target: String,
+    },
+    /// Link SOURCE (a cap, or DIRCAP/path) at DEST (DIRCAP/path), replacing what is there.
+    Ln {
+        #[command(flatten)]
+        servers: ServerArgs,
+        #[command(flatten)]
+        config: ConfigArgs,
+        source: String,
+        dest: String,
+    },
+    /// Move SOURCE (DIRCAP/path) to DEST (DIRCAP/path), replacing what is there: in one change within a
+    /// directory; across directories, linked first and then unlinked.
+    Mv {
+        #[command(flatten)]
+        servers: ServerArgs,
+        #[command(flatten)]
+        config: ConfigArgs,
+        source: String,
+        dest: String,
+    },
+    /// Unlink DIRCAP/path (the file or directory itself stays on the grid until its leases expire).
+    Rm {
+        #[command(flatten)]
+        servers: ServerArgs,
+        #[command(flatten)]
+        config: ConfigArgs,
+        target: String,
+    },
+}
+
+/// Mutable file formats, as `tahoe put --format` names them.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum FormatArg {
+    Sdmf,
+    Mdmf,
+}
+
+impl From<FormatArg> for crate::cap::MutableFormat {
+    fn from(format: FormatArg) -> Self {
+        match format {
+            FormatArg::Sdmf => crate::cap::MutableFormat::Sdmf,
+            FormatArg::Mdmf => crate::cap::MutableFormat::Mdmf,
+        }
+    }
 }
 
 /// Which storage servers to use (until grids are found through a grid service directory).
@@ -112,7 +190,10 @@ pub fn run() -> ExitCode {
             shares_needed,
             shares_happy,
             shares_total,
+            mutable,
+            format,
             file,
+            dest,
         } => transfer::put(
             &servers,
             config.config_dir.as_deref(),
@@ -124,8 +205,46 @@ pub fn run() -> ExitCode {
                 ..Default::default()
             },
             file.as_deref(),
+            transfer::PutTarget {
+                mutable: mutable.then(|| format.into()),
+                link: dest.as_deref(),
+            },
         ),
         Command::Get { servers, cap, file } => transfer::get(&servers, &cap, file.as_deref()),
+        Command::Mkdir {
+            servers,
+            config,
+            format,
+            target,
+        } => directories::mkdir(
+            &servers,
+            config.config_dir.as_deref(),
+            target.as_deref(),
+            format.into(),
+        ),
+        Command::Ls {
+            servers,
+            long,
+            uri,
+            target,
+        } => directories::ls(&servers, &target, long, uri),
+        Command::Ln {
+            servers,
+            config,
+            source,
+            dest,
+        } => directories::ln(&servers, config.config_dir.as_deref(), &source, &dest),
+        Command::Mv {
+            servers,
+            config,
+            source,
+            dest,
+        } => directories::mv(&servers, config.config_dir.as_deref(), &source, &dest),
+        Command::Rm {
+            servers,
+            config,
+            target,
+        } => directories::rm(&servers, config.config_dir.as_deref(), &target),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,17 +10,26 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::{ServerArgs, human_bytes, read_cap_arg, runtime};
-use crate::cap::{Cap, FileCap};
+use super::{ServerArgs, directories, human_bytes, runtime};
+use crate::cap::{Cap, FileCap, MutableFormat};
 use crate::config::{ConfigDir, read_secret_file};
 use crate::grid::client::Grid;
 use crate::immutable::download::{ChkReader, DownloadOptions};
 use crate::immutable::params::EncodingParams;
 use crate::immutable::upload::{UploadOptions, upload_file};
+use crate::mutable::{MutableFile, MutableParams};
 use crate::storage::gbs::GbsOptions;
 
 /// Transfers shorter than this show no progress line.
 const PROGRESS_THRESHOLD: u64 = 4 << 20;
+
+/// Where and how `put` stores a file.
+pub(super) struct PutTarget<'a> {
+    /// `Some(format)` for a mutable file.
+    pub mutable: Option<MutableFormat>,
+    /// `DIRCAP/path` to link the new file at.
+    pub link: Option<&'a str>,
+}
 
 pub(super) fn put(
     servers: &ServerArgs,
@@ -28,8 +37,12 @@ pub(super) fn put(
     convergence: Option<&Path>,
     params: EncodingParams,
     file: Option<&Path>,
+    target: PutTarget<'_>,
 ) -> anyhow::Result<()> {
     params.validate()?;
+    if let Some(format) = target.mutable {
+        return put_mutable(servers, config_dir, params, file, format, target.link);
+    }
     let config = ConfigDir::locate(config_dir)?;
     let convergence = match convergence {
         Some(path) => read_secret_file(path)?,
@@ -57,17 +70,83 @@ pub(super) fn put(
         p.finish();
     }
     let result = result.with_context(|| format!("cannot upload {name}"))?;
+    if let Some(dest) = target.link {
+        link_new_file(&grid, config_dir, dest, &Cap::File(result.cap.clone()))?;
+    }
     println!("{}", result.cap);
     Ok(())
 }
 
-pub(super) fn get(servers: &ServerArgs, cap: &str, file: Option<&Path>) -> anyhow::Result<()> {
-    let cap = read_cap_arg(cap)?;
-    let file_cap = match &cap {
-        Cap::File(f) => f,
-        Cap::Directory(_) => bail!("{cap} is a directory cap, not a file cap"),
-        Cap::Unknown(_) => bail!("not a cap kind this version knows"),
+fn link_new_file(
+    grid: &Grid,
+    config_dir: Option<&Path>,
+    dest: &str,
+    cap: &Cap,
+) -> anyhow::Result<()> {
+    let options = directories::write_options(config_dir)?;
+    let child = crate::dirnode::Child::from_cap(cap)?;
+    runtime()?.block_on(directories::link(grid, dest, child, &options))
+}
+
+/// A mutable file is published whole, so its contents are read into memory.
+fn put_mutable(
+    servers: &ServerArgs,
+    config_dir: Option<&Path>,
+    params: EncodingParams,
+    file: Option<&Path>,
+    format: MutableFormat,
+    link: Option<&str>,
+) -> anyhow::Result<()> {
+    let contents = match file {
+        Some(path) if path != Path::new("-") => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        _ => {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut data)
+                .context("cannot read standard input")?;
+            data
+        }
     };
+    let narrow = |v: u16, what: &str| {
+        u8::try_from(v).with_context(|| format!("{what} {v} is over 255 for a mutable file"))
+    };
+    let params = MutableParams {
+        format,
+        needed: narrow(params.needed, "--shares-needed")?,
+        happy: narrow(params.happy, "--shares-happy")?,
+        total: narrow(params.total, "--shares-total")?,
+    };
+    let grid = directories::connect(servers)?;
+    let options = directories::write_options(config_dir)?;
+    let file = runtime()?
+        .block_on(MutableFile::create(
+            grid.clone(),
+            &contents,
+            params,
+            options,
+        ))
+        .context("cannot create the mutable file")?;
+    let cap = Cap::File(FileCap::Mutable(*file.cap()));
+    if let Some(dest) = link {
+        link_new_file(&grid, config_dir, dest, &cap)?;
+    }
+    println!("{cap}");
+    Ok(())
+}
+
+pub(super) fn get(servers: &ServerArgs, source: &str, file: Option<&Path>) -> anyhow::Result<()> {
+    let (cap, path) = directories::parse_target(source)?;
+    let file_cap = match (&cap, path.is_empty()) {
+        (Cap::File(f), true) => f.clone(),
+        (Cap::Directory(_), true) => bail!(
+            "{} is a directory cap, not a file cap",
+            directories::redact(source)
+        ),
+        (Cap::Unknown(_), _) => bail!("not a cap kind this version knows"),
+        (_, false) => directories::resolve_file_cap(&directories::connect(servers)?, source)?,
+    };
+    let file_cap = &file_cap;
     let target = file.filter(|p| *p != Path::new("-"));
     match file_cap {
         FileCap::Literal(data) => write_output(target, |out| {
@@ -96,7 +175,17 @@ pub(super) fn get(servers: &ServerArgs, cap: &str, file: Option<&Path>) -> anyho
             result
         }
         FileCap::ChkVerifier(_) => bail!("a verify cap cannot read a file, only check it"),
-        FileCap::Mutable(_) => bail!("mutable files are not readable by this version yet"),
+        FileCap::Mutable(cap) => {
+            let grid = directories::connect(servers)?;
+            let file = MutableFile::open(grid, *cap, directories::read_options());
+            let version = runtime()?
+                .block_on(file.read())
+                .context("cannot read the mutable file")?;
+            write_output(target, |out| {
+                out.write_all(&version.contents)?;
+                Ok(())
+            })
+        }
     }
 }
 

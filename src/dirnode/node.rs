@@ -162,7 +162,9 @@ impl DirectoryNode {
                         Ok(packed) => Ok(Some(packed)),
                         Err(e) => {
                             refused = Some(e);
-                            Err(MutableError::Failed("the directory change was refused".into()))
+                            Err(MutableError::Failed(
+                                "the directory change was refused".into(),
+                            ))
                         }
                     }
                 },
