@@ -235,7 +235,8 @@ const KNOWN_KINDS: [(&str, Requires, &str); 18] = [
     ("DIR2-MDMF-Verifier", Requires::Nothing, ""),
 ];
 
-/// `uri.from_string(text, deep_immutable)`: a known cap, `None` for an unknown one, or the constraint it breaks.
+/// `uri.from_string(text, deep_immutable)`: a known cap, `None` for an unknown one, or the constraint it breaks. A
+/// CHK verify cap that only Tahoe's looser pattern accepts comes back as `Cap::Unknown`: accepted, but no node.
 fn from_string(text: &[u8], deep_immutable: bool) -> Result<Option<Cap>, ChildCapError> {
     let (mut can_be_mutable, mut can_be_writeable) = (!deep_immutable, !deep_immutable);
     let bare = if let Some(rest) = text.strip_prefix(IMMUTABLE_PREFIX) {
