@@ -291,18 +291,25 @@ impl TahoeMount {
         self.config.path()
     }
 
-    /// `tahoe-mount <command> --servers-file … [--config-dir …] args…` with `stdin`; any outcome. Only `put`
-    /// has a config dir (its convergence secret); `get` needs none.
+    /// `tahoe-mount <command> --servers-file … [--config-dir …] args…` with `stdin`; any outcome. Commands that
+    /// write get the config dir (its convergence and lease secrets); readers need none.
     pub fn run(&self, command: &str, args: &[&str], stdin: &[u8]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tahoe-mount"));
         cmd.arg(command)
             .arg("--servers-file")
             .arg(&self.servers_file);
-        if command == "put" {
+        if ["put", "mkdir", "ln", "mv", "rm"].contains(&command) {
             cmd.arg("--config-dir").arg(self.config.path());
         }
         cmd.args(args);
         run_with_stdin(cmd, stdin)
+    }
+
+    /// `tahoe-mount <command> args…`; asserts success and returns stdout as text.
+    pub fn ok(&self, command: &str, args: &[&str]) -> String {
+        let out = self.run(command, args, b"");
+        assert_success(&out, &format!("tahoe-mount {command}"));
+        String::from_utf8(out.stdout).expect("tahoe-mount prints UTF-8")
     }
 
     /// `tahoe-mount put args… -` with `data` on stdin; asserts success and that stdout is the cap and a newline.
