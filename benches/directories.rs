@@ -76,6 +76,15 @@ fn main() {
     .unwrap();
     let child = Child::from_cap(&Cap::parse(&file_cap).unwrap()).unwrap();
 
+    let new_directory = || {
+        rt.block_on(DirectoryNode::create(
+            ours_grid.clone(),
+            &Directory::new(),
+            params,
+            options.clone(),
+        ))
+        .unwrap()
+    };
     println!(
         "directories and mutable files, 10 local tahoe-lafs 1.20 storage nodes, 3-of-10{}",
         if quick {
@@ -92,13 +101,7 @@ fn main() {
     // Create a directory (with its RSA key), average of 5.
     let (_, ours) = timed(|| {
         for _ in 0..5 {
-            rt.block_on(DirectoryNode::create(
-                ours_grid.clone(),
-                &Directory::new(),
-                params,
-                options.clone(),
-            ))
-            .unwrap();
+            new_directory();
         }
     });
     let (_, theirs) = timed(|| {
@@ -109,14 +112,7 @@ fn main() {
     row("create a directory (mean of 5)", ours / 5, theirs / 5);
 
     // Add entries one by one.
-    let ours_dir = rt
-        .block_on(DirectoryNode::create(
-            ours_grid.clone(),
-            &Directory::new(),
-            params,
-            options.clone(),
-        ))
-        .unwrap();
+    let ours_dir = new_directory();
     let tahoe_dir = String::from_utf8(web(&tahoe, "POST", "uri?t=mkdir", b"")).unwrap();
     let (_, ours) = timed(|| {
         for i in 0..one_by_one {
@@ -167,14 +163,7 @@ fn main() {
             .collect();
         serde_json::to_vec(&children).unwrap()
     };
-    let ours_dir = rt
-        .block_on(DirectoryNode::create(
-            ours_grid.clone(),
-            &Directory::new(),
-            params,
-            options.clone(),
-        ))
-        .unwrap();
+    let ours_dir = new_directory();
     let tahoe_dir = String::from_utf8(web(&tahoe, "POST", "uri?t=mkdir", b"")).unwrap();
     let batch_changes = changes(batch);
     let (_, ours) = timed(|| rt.block_on(ours_dir.modify(&batch_changes)).unwrap());
@@ -191,14 +180,7 @@ fn main() {
 
     // List a big directory: the same one, made by one batch.
     let big_changes = changes(big_listing);
-    let big = rt
-        .block_on(DirectoryNode::create(
-            ours_grid.clone(),
-            &Directory::new(),
-            params,
-            options.clone(),
-        ))
-        .unwrap();
+    let big = new_directory();
     rt.block_on(big.modify(&big_changes)).unwrap();
     let big_cap = big.cap().to_string();
     let (listing, ours) = timed(|| rt.block_on(big.list()).unwrap());

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::runtime;
+
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -90,17 +92,7 @@ fn put_at(ours: &TahoeMount, data: &[u8], flags: &[&str], dest: &str) -> String 
 }
 
 fn library_grid() -> Grid {
-    let yaml = std::fs::read_to_string(grid().servers_yaml()).unwrap();
-    let servers = tahoe_mount::grid::parse_servers_yaml(&yaml).unwrap();
-    Grid::connect(servers, &Default::default()).unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    common::tahoe::library_grid(grid())
 }
 
 /// Our listing of a directory cap, through the library: name → (readcap, writecap, metadata as JSON).

@@ -1,17 +1,19 @@
 //! Immutable upload and download on an in-memory grid with faults: random sizes, encodings, segment sizes and
 //! misbehaving servers; what comes back must equal what went in, and failed uploads must leave nothing behind.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::runtime;
 use proptest::prelude::*;
 use tahoe_mount::cap::FileCap;
 use tahoe_mount::config::Secret;
 use tahoe_mount::crypto::hashutil;
-use tahoe_mount::grid::ServerInfo;
-use tahoe_mount::grid::client::{Grid, GridServer};
+use tahoe_mount::grid::client::Grid;
 use tahoe_mount::immutable::download::{ChkReader, DownloadError, DownloadOptions};
 use tahoe_mount::immutable::params::{EncodingParams, Geometry};
 use tahoe_mount::immutable::upload::{UploadError, UploadOptions, upload_file};
@@ -24,20 +26,8 @@ struct MemoryGrid {
 }
 
 fn memory_grid(count: usize) -> MemoryGrid {
-    let servers: Vec<Arc<MemoryServer>> = (0..count)
-        .map(|i| Arc::new(MemoryServer::new(format!("mem{i}"))))
-        .collect();
-    let grid = Grid::new(
-        servers
-            .iter()
-            .map(|s| {
-                GridServer::new(
-                    ServerInfo::named(s.name()),
-                    s.clone() as Arc<dyn StorageServer>,
-                )
-            })
-            .collect(),
-    );
+    let servers = common::memory::servers(count);
+    let grid = common::memory::grid_of(&servers);
     MemoryGrid { servers, grid }
 }
 
@@ -82,14 +72,6 @@ fn download_options() -> DownloadOptions {
         cache_bytes: 4096,
         batch_bytes: 3000,
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 async fn read_all(grid: &Grid, cap: &FileCap) -> Result<Vec<u8>, DownloadError> {

@@ -3,63 +3,27 @@
 //! few servers, and concurrent writers that must not lose each other's changes.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use tahoe_mount::cap::MutableFormat;
-use tahoe_mount::grid::ServerInfo;
-use tahoe_mount::grid::client::{Grid, GridServer};
 use tahoe_mount::mutable::{MutableError, MutableFile, MutableOptions, MutableParams};
 use tahoe_mount::storage::memory::{Fault, MemoryServer};
 use tahoe_mount::storage::{StorageIndex, StorageServer};
 
 mod common;
 
-fn servers(count: usize) -> Vec<Arc<MemoryServer>> {
-    (0..count)
-        .map(|i| Arc::new(MemoryServer::new(format!("mem{i}"))))
-        .collect()
-}
+use common::memory::{grid_of, servers};
+use common::runtime;
 
-fn grid_of(servers: &[Arc<MemoryServer>]) -> Grid {
-    Grid::new(
-        servers
-            .iter()
-            .map(|s| {
-                GridServer::new(
-                    ServerInfo::named(s.name()),
-                    s.clone() as Arc<dyn StorageServer>,
-                )
-            })
-            .collect(),
-    )
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    common::tahoe::pseudo_random(seed, len)
 }
 
 fn options() -> MutableOptions {
     let mut options = MutableOptions::new(vec![7; 32]);
     options.timeout = Duration::from_millis(500);
     options
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 async fn shares_on(server: &MemoryServer, file: &MutableFile) -> BTreeSet<u16> {

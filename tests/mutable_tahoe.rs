@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::runtime;
+
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -32,17 +34,7 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn library_grid() -> Grid {
-    let yaml = std::fs::read_to_string(grid().servers_yaml()).unwrap();
-    let servers = tahoe_mount::grid::parse_servers_yaml(&yaml).unwrap();
-    Grid::connect(servers, &Default::default()).unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    common::tahoe::library_grid(grid())
 }
 
 fn options() -> MutableOptions {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod grid;
+pub mod memory;
 pub mod storage_contract;
 pub mod tahoe;
 
@@ -73,4 +74,13 @@ pub fn run_python(script: &str, args: &[&str], stdin: &[u8]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// A tokio runtime for a test: two worker threads, like the machine CI runs on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }

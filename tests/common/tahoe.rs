@@ -706,3 +706,10 @@ pub fn corrupt_share_blocks(path: &Path) -> Vec<u64> {
     f.sync_all().expect("sync corrupted share");
     changed
 }
+
+/// A library `Grid` over the local grid's servers (its `servers.yaml`).
+pub fn library_grid(grid: &LocalGrid) -> tahoe_mount::grid::client::Grid {
+    let yaml = std::fs::read_to_string(grid.servers_yaml()).expect("read servers.yaml");
+    let servers = tahoe_mount::grid::parse_servers_yaml(&yaml).expect("parse servers.yaml");
+    tahoe_mount::grid::client::Grid::connect(servers, &Default::default()).expect("connect")
+}
