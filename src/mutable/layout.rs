@@ -553,7 +553,7 @@ mod tests {
                 let p = prefix(format, data_length, 3);
                 let data = vec![5u8; p.share_data_len() as usize];
                 let chain: BTreeMap<usize, Hash> = [(1, [1; 32]), (4, [4; 32])].into();
-                let tree = vec![[8u8; 32]; 3];
+                let tree = vec![[8u8; 32]; 1];
                 let body = ShareBody {
                     verification_key: &[1; 292],
                     signature: &[2; 256],
