@@ -2,7 +2,7 @@
 //! fetching only the segments that hold it (`allmydata/immutable/downloader/`).
 //!
 //! Servers are asked in permuted order; the k shares of the servers that answer first are used, one per server
-//! where possible. Each share's URI extension block must hash to the cap, its share hashes must chain to the
+//! where possible and primary shares (0..k, which need no decoding) before the others. Each share's URI extension block must hash to the cap, its share hashes must chain to the
 //! UEB's share root, its block hash tree must hash to its leaf there, and every block must match its leaf. Decoded
 //! segments must match the crypttext hash tree, whose root is also in the UEB. A share that fails any check is
 //! reported to its server (a corruption advisory) and replaced by another; one that cannot be read is replaced
@@ -728,16 +728,22 @@ async fn locate_shares(
             deadline = Some(tokio::time::Instant::now() + grace);
         }
     }
-    // Round-robin over servers in answer order: the first share of each server, then the second, ….
-    let mut candidates = Vec::new();
+    // Round-robin over servers in answer order: the first share of each server, then the second, …; within each
+    // round, primary shares (0..k) first: with all k of them, decoding a segment is a copy (zfec is systematic).
+    let mut ranked = Vec::new();
     let depth = answered.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
     for level in 0..depth {
         for (server, shares) in &answered {
             if let Some(&share) = shares.iter().nth(level) {
-                candidates.push((*server, share));
+                ranked.push((level, share >= cap.needed_shares, *server, share));
             }
         }
     }
+    ranked.sort_by_key(|&(level, secondary, _, _)| (level, secondary));
+    let candidates = ranked
+        .into_iter()
+        .map(|(_, _, server, share)| (server, share))
+        .collect();
     Located {
         candidates,
         servers_with_shares: answered.len(),
