@@ -246,6 +246,23 @@ pub trait StorageServer: Send + Sync {
         data: Bytes,
     ) -> StorageFuture<'a, UploadProgress>;
 
+    /// [`StorageServer::write_share_chunk`] of `data`, the pieces back to back: a server that can, sends them as
+    /// they are instead of joining them into one buffer first.
+    fn write_share_pieces<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        upload_secret: &'a [u8],
+        offset: u64,
+        data: Vec<Bytes>,
+    ) -> StorageFuture<'a, UploadProgress> {
+        let data = match <[Bytes; 1]>::try_from(data) {
+            Ok([one]) => one,
+            Err(data) => Bytes::from(data.concat()),
+        };
+        self.write_share_chunk(storage_index, share_number, upload_secret, offset, data)
+    }
+
     /// Abandons an unfinished share upload, freeing its space. A complete share is HTTP 405, an unknown one
     /// `NotFound`, a wrong upload secret `Unauthorized`.
     fn abort_upload<'a>(
