@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Limited};
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, RANGE};
 use hyper::{Method, Request, StatusCode};
@@ -194,6 +194,21 @@ impl GbsServer {
         max_body: usize,
         build: impl Fn(&str) -> Request<Pieces>,
     ) -> Result<Reply, StorageError> {
+        self.exchange_into(what, retry, max_body, None, build).await
+    }
+
+    /// [`Self::exchange`], appending a success body to `into` (instead of `Reply::body`) as it arrives: a large
+    /// read then lands in the caller's buffer with one copy, not gathered and copied again. A retried attempt
+    /// starts again from the length `into` had.
+    async fn exchange_into(
+        &self,
+        what: &str,
+        retry: Retry,
+        max_body: usize,
+        mut into: Option<&mut BytesMut>,
+        build: impl Fn(&str) -> Request<Pieces>,
+    ) -> Result<Reply, StorageError> {
+        let start = into.as_ref().map_or(0, |b| b.len());
         let hints = self.bases.len();
         let max_attempts = match retry {
             Retry::ConnectOnly => hints,
@@ -202,8 +217,16 @@ impl GbsServer {
         let mut attempt = 0;
         loop {
             let index = self.current.load(Ordering::Relaxed) % hints;
+            if let Some(buffer) = into.as_deref_mut() {
+                buffer.truncate(start);
+            }
             let result = self
-                .exchange_once(what, max_body, build(&self.bases[index]))
+                .exchange_once(
+                    what,
+                    max_body,
+                    into.as_deref_mut(),
+                    build(&self.bases[index]),
+                )
                 .await;
             attempt += 1;
             let error = match result {
@@ -235,6 +258,7 @@ impl GbsServer {
         &self,
         what: &str,
         max_body: usize,
+        into: Option<&mut BytesMut>,
         request: Request<Pieces>,
     ) -> Result<Reply, StorageError> {
         let timeout = self.options.request_timeout;
@@ -244,7 +268,31 @@ impl GbsServer {
                 .request(request)
                 .await
                 .map_err(|e| self.request_error(&e))?;
-            let (parts, body) = response.into_parts();
+            let (parts, mut body) = response.into_parts();
+            if let Some(into) = into.filter(|_| parts.status.is_success()) {
+                let start = into.len();
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|e| {
+                        self.protocol(format!(
+                            "{what}: the reply body broke off: {}",
+                            error_chain(&e)
+                        ))
+                    })?;
+                    if let Ok(data) = frame.into_data() {
+                        if into.len() - start + data.len() > max_body {
+                            return Err(self.protocol(format!(
+                                "{what}: the server sent more than the {max_body} bytes expected (reply longer than allowed)"
+                            )));
+                        }
+                        into.extend_from_slice(&data);
+                    }
+                }
+                return Ok(Reply {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: Bytes::new(),
+                });
+            }
             let limit = if parts.status.is_success() {
                 max_body
             } else {
@@ -438,23 +486,56 @@ impl GbsServer {
         offset: u64,
         length: u64,
     ) -> Result<Bytes, StorageError> {
+        self.read_share_into(kind, si, share, offset, length, None)
+            .await
+    }
+
+    /// Reads a share range; with `into`, appends the bytes there and returns nothing.
+    async fn read_share_into(
+        &self,
+        kind: &str,
+        si: StorageIndex,
+        share: ShareNumber,
+        offset: u64,
+        length: u64,
+        mut into: Option<&mut BytesMut>,
+    ) -> Result<Bytes, StorageError> {
         let what = format!("read {kind} share {si}/{share} at {offset}+{length}");
         let last = inclusive_end(offset, length)
             .ok_or_else(|| self.protocol(format!("{what}: range overflows")))?;
         let max_body = usize::try_from(length).unwrap_or(usize::MAX);
         let path = format!("/storage/v1/{kind}/{si}/{share}");
+        let start = into.as_ref().map_or(0, |b| b.len());
+        if let Some(buffer) = into.as_deref_mut() {
+            buffer.reserve(max_body);
+        }
         // The size limit also stops a server that ignores Range and sends the whole share.
         let reply = self
-            .exchange(&what, Retry::Idempotent, max_body, |base| {
-                let mut request = self.request(Method::GET, format!("{base}{path}"), &[], None);
-                if let Ok(range) = HeaderValue::from_str(&format!("bytes={offset}-{last}")) {
-                    request.headers_mut().insert(RANGE, range);
-                }
-                request
-            })
+            .exchange_into(
+                &what,
+                Retry::Idempotent,
+                max_body,
+                into.as_deref_mut(),
+                |base| {
+                    let mut request = self.request(Method::GET, format!("{base}{path}"), &[], None);
+                    if let Ok(range) = HeaderValue::from_str(&format!("bytes={offset}-{last}")) {
+                        request.headers_mut().insert(RANGE, range);
+                    }
+                    request
+                },
+            )
             .await?;
+        let received = match &into {
+            Some(buffer) if reply.status.is_success() => buffer.len() - start,
+            _ => reply.body.len(),
+        };
         match reply.status {
-            StatusCode::NO_CONTENT => Ok(Bytes::new()),
+            StatusCode::NO_CONTENT => {
+                if let Some(buffer) = into {
+                    buffer.truncate(start);
+                }
+                Ok(Bytes::new())
+            }
             StatusCode::PARTIAL_CONTENT => {
                 let (start, end) = reply
                     .headers
@@ -469,22 +550,26 @@ impl GbsServer {
                         "{what}: the server answered bytes {start}-{end}, not a prefix of {offset}-{last}"
                     )));
                 }
-                if reply.body.len() as u64 != end - start + 1 {
+                if received as u64 != end - start + 1 {
                     return Err(self.protocol(format!(
-                        "{what}: Content-Range says {} bytes but the body has {}",
+                        "{what}: Content-Range says {} bytes but the body has {received}",
                         end - start + 1,
-                        reply.body.len()
                     )));
                 }
                 Ok(reply.body)
             }
             StatusCode::OK => {
                 // The whole share, from a server that ignored the Range header.
-                let start = usize::try_from(offset)
-                    .unwrap_or(usize::MAX)
-                    .min(reply.body.len());
-                let end = start.saturating_add(max_body).min(reply.body.len());
-                Ok(reply.body.slice(start..end))
+                let skip = usize::try_from(offset).unwrap_or(usize::MAX).min(received);
+                let end = skip.saturating_add(max_body).min(received);
+                match into {
+                    Some(buffer) => {
+                        buffer.copy_within(start + skip..start + end, start);
+                        buffer.truncate(start + end - skip);
+                        Ok(Bytes::new())
+                    }
+                    None => Ok(reply.body.slice(skip..end)),
+                }
             }
             _ => Err(self.status_error(&what, &reply)),
         }
@@ -972,6 +1057,28 @@ impl StorageServer for GbsServer {
         length: u64,
     ) -> StorageFuture<'_, Bytes> {
         Box::pin(self.read_share("immutable", storage_index, share_number, offset, length))
+    }
+
+    fn read_immutable_share_into<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        offset: u64,
+        length: u64,
+        into: &'a mut BytesMut,
+    ) -> StorageFuture<'a, ()> {
+        Box::pin(async move {
+            self.read_share_into(
+                "immutable",
+                storage_index,
+                share_number,
+                offset,
+                length,
+                Some(into),
+            )
+            .await
+            .map(drop)
+        })
     }
 
     fn advise_corrupt_immutable<'a>(

@@ -10,7 +10,7 @@ pub mod memory;
 pub mod nurl;
 pub mod tls;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
@@ -287,6 +287,25 @@ pub trait StorageServer: Send + Sync {
         offset: u64,
         length: u64,
     ) -> StorageFuture<'_, Bytes>;
+
+    /// [`StorageServer::read_immutable_share`], appending the bytes to `into`: a server that can, puts them
+    /// there as they arrive, without gathering and copying the reply first.
+    fn read_immutable_share_into<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        offset: u64,
+        length: u64,
+        into: &'a mut BytesMut,
+    ) -> StorageFuture<'a, ()> {
+        Box::pin(async move {
+            let data = self
+                .read_immutable_share(storage_index, share_number, offset, length)
+                .await?;
+            into.extend_from_slice(&data);
+            Ok(())
+        })
+    }
 
     fn advise_corrupt_immutable<'a>(
         &'a self,
