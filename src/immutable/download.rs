@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
 
 use super::layout::{ShareLayout, decode_share_hashes};
 use super::params::{BadGeometry, Geometry};
@@ -175,8 +176,9 @@ struct Inner {
     cache: Mutex<SegmentCache>,
     /// Where the last read ended, to notice sequential reading.
     last_end: Mutex<u64>,
-    /// The segments a background prefetch is fetching, so a second one is not started for them.
-    prefetching: Mutex<Option<Range<u64>>>,
+    /// The segments a background prefetch is fetching, and its end (true, or the sender gone): a read of them
+    /// waits for it instead of fetching them a second time.
+    prefetching: Mutex<Option<(Range<u64>, watch::Receiver<bool>)>>,
     /// Emptied block buffers of finished batches: reusing them spares the allocator and the kernel from mapping
     /// and zeroing fresh pages for every batch.
     spare_buffers: Mutex<Vec<BytesMut>>,
@@ -326,6 +328,21 @@ impl ChkReader {
             if let Some(data) = lock(&self.inner.cache).get(segnum) {
                 segments.push(data);
                 segnum += 1;
+                continue;
+            }
+            let in_flight = lock(&self.inner.prefetching)
+                .as_ref()
+                .filter(|(range, _)| range.contains(&segnum))
+                .map(|(_, done)| done.clone());
+            if let Some(mut done) = in_flight {
+                // A finished prefetch has cached the segments, or failed and left them to the fetch below.
+                if done.wait_for(|finished| *finished).await.is_err() {
+                    // Its task ended without a word (the runtime is stopping): forget it.
+                    let mut busy = lock(&self.inner.prefetching);
+                    if busy.as_ref().is_some_and(|(r, _)| r.contains(&segnum)) {
+                        *busy = None;
+                    }
+                }
                 continue;
             }
             // A run of missing segments, fetched together; sequential readers also get what follows.
@@ -622,18 +639,24 @@ impl ChkReader {
         if range.is_empty() || lock(&self.inner.cache).get(range.start).is_some() {
             return;
         }
+        let (finished, done) = watch::channel(false);
         {
             let mut busy = lock(&self.inner.prefetching);
-            if busy.as_ref().is_some_and(|r| r.contains(&range.start)) {
+            if busy.as_ref().is_some_and(|(r, _)| r.contains(&range.start)) {
                 return;
             }
-            *busy = Some(range.clone());
+            *busy = Some((range.clone(), done));
         }
         let reader = self.clone();
         tokio::spawn(async move {
             // A failed prefetch costs nothing: the read that needs the segments tries again and reports.
-            let _ = reader.read_segments(range).await;
-            *lock(&reader.inner.prefetching) = None;
+            let _ = reader.read_segments(range.clone()).await;
+            let mut busy = lock(&reader.inner.prefetching);
+            if busy.as_ref().is_some_and(|(r, _)| *r == range) {
+                *busy = None;
+            }
+            drop(busy);
+            let _ = finished.send(true);
         });
     }
 
