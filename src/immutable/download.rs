@@ -2,19 +2,20 @@
 //! fetching only the segments that hold it (`allmydata/immutable/downloader/`).
 //!
 //! Servers are asked in permuted order; the k shares of the servers that answer first are used, one per server
-//! where possible. Each share's URI extension block must hash to the cap, its share hashes must chain to the
+//! where possible and primary shares (0..k, which need no decoding) before the others. Each share's URI extension block must hash to the cap, its share hashes must chain to the
 //! UEB's share root, its block hash tree must hash to its leaf there, and every block must match its leaf. Decoded
 //! segments must match the crypttext hash tree, whose root is also in the UEB. A share that fails any check is
 //! reported to its server (a corruption advisory) and replaced by another; one that cannot be read is replaced
 //! too. Verified plaintext segments are kept in a small cache, and sequential reads fetch ahead.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
 
 use super::layout::{ShareLayout, decode_share_hashes};
 use super::params::{BadGeometry, Geometry};
@@ -175,8 +176,12 @@ struct Inner {
     cache: Mutex<SegmentCache>,
     /// Where the last read ended, to notice sequential reading.
     last_end: Mutex<u64>,
-    /// The segments a background prefetch is fetching, so a second one is not started for them.
-    prefetching: Mutex<Option<Range<u64>>>,
+    /// The segments a background prefetch is fetching, and its end (true, or the sender gone): a read of them
+    /// waits for it instead of fetching them a second time.
+    prefetching: Mutex<Option<(Range<u64>, watch::Receiver<bool>)>>,
+    /// Emptied block buffers of finished batches: reusing them spares the allocator and the kernel from mapping
+    /// and zeroing fresh pages for every batch.
+    spare_buffers: Mutex<Vec<BytesMut>>,
     servers_with_shares: usize,
     servers_asked: usize,
     found: usize,
@@ -254,6 +259,7 @@ impl ChkReader {
             shares: Mutex::new(shares),
             last_end: Mutex::new(u64::MAX),
             prefetching: Mutex::new(None),
+            spare_buffers: Mutex::new(Vec::new()),
             servers_with_shares: located.servers_with_shares,
             servers_asked: located.asked,
             found: located.candidates.len(),
@@ -324,6 +330,21 @@ impl ChkReader {
                 segnum += 1;
                 continue;
             }
+            let in_flight = lock(&self.inner.prefetching)
+                .as_ref()
+                .filter(|(range, _)| range.contains(&segnum))
+                .map(|(_, done)| done.clone());
+            if let Some(mut done) = in_flight {
+                // A finished prefetch has cached the segments, or failed and left them to the fetch below.
+                if done.wait_for(|finished| *finished).await.is_err() {
+                    // Its task ended without a word (the runtime is stopping): forget it.
+                    let mut busy = lock(&self.inner.prefetching);
+                    if busy.as_ref().is_some_and(|(r, _)| r.contains(&segnum)) {
+                        *busy = None;
+                    }
+                }
+                continue;
+            }
             // A run of missing segments, fetched together; sequential readers also get what follows.
             let mut run_end = segnum + 1;
             while run_end < wanted.end && lock(&self.inner.cache).get(run_end).is_none() {
@@ -355,15 +376,53 @@ impl ChkReader {
 
     /// The plaintext of segments `range`, verified; each is also kept in the cache.
     pub async fn read_segments(&self, range: Range<u64>) -> Result<Vec<Bytes>, DownloadError> {
+        let batch = self.read_batch(range).await?;
+        let mut out = Vec::with_capacity((batch.range.end - batch.range.start) as usize);
+        for segnum in batch.range.clone() {
+            let mut segment = BytesMut::with_capacity(batch.segment_len(segnum));
+            for piece in batch.pieces(segnum) {
+                segment.extend_from_slice(piece);
+            }
+            let segment = segment.freeze();
+            lock(&self.inner.cache).insert(segnum, segment.clone());
+            out.push(segment);
+        }
+        self.give_back(batch.blocks);
+        Ok(out)
+    }
+
+    fn take_buffer(&self) -> BytesMut {
+        lock(&self.inner.spare_buffers).pop().unwrap_or_default()
+    }
+
+    /// Keeps emptied `buffers` for later batches: two batches' worth (the one being written and the next).
+    fn give_back(&self, buffers: impl IntoIterator<Item = BytesMut>) {
+        let keep = 2 * usize::from(self.inner.cap.needed_shares);
+        let mut spare = lock(&self.inner.spare_buffers);
+        for mut buffer in buffers {
+            if spare.len() >= keep {
+                break;
+            }
+            buffer.clear();
+            spare.push(buffer);
+        }
+    }
+
+    /// Segments `range` (cut at the file's end), fetched, verified, decoded and decrypted.
+    async fn read_batch(&self, range: Range<u64>) -> Result<Batch, DownloadError> {
         let inner = &self.inner;
         let geometry = inner.facts.geometry;
         let range = range.start..range.end.min(geometry.num_segments);
-        if range.is_empty() {
-            return Ok(Vec::new());
-        }
         let needed = usize::from(inner.cap.needed_shares);
-        // share number -> its blocks for the range, verified.
-        let mut blocks: BTreeMap<ShareNumber, Vec<Bytes>> = BTreeMap::new();
+        if range.is_empty() {
+            return Ok(Batch {
+                geometry,
+                range,
+                blocks: vec![BytesMut::new(); needed],
+            });
+        }
+        // share number -> its blocks for the range, back to back, verified.
+        let mut blocks: BTreeMap<ShareNumber, BytesMut> = BTreeMap::new();
         loop {
             let active: Vec<ActiveShare> = lock(&inner.shares).active.clone();
             let missing: Vec<ActiveShare> = active
@@ -411,61 +470,39 @@ impl ChkReader {
                 self.fill_active().await?;
             }
         }
-        let chosen: Vec<(ShareNumber, Vec<Bytes>)> = blocks.into_iter().take(needed).collect();
-        let mut out = Vec::with_capacity((range.end - range.start) as usize);
-        for (i, segnum) in range.clone().enumerate() {
-            let segment = self.decode_segment(segnum, &chosen, i)?;
-            lock(&inner.cache).insert(segnum, segment.clone());
-            out.push(segment);
-        }
-        Ok(out)
-    }
-
-    /// Rebuilds, checks and decrypts segment `segnum` from the i-th block of each chosen share.
-    fn decode_segment(
-        &self,
-        segnum: u64,
-        chosen: &[(ShareNumber, Vec<Bytes>)],
-        i: usize,
-    ) -> Result<Bytes, DownloadError> {
-        let inner = &self.inner;
-        let geometry = inner.facts.geometry;
-        let needed = usize::from(inner.cap.needed_shares);
-        let block_size = geometry.segment_block_size(segnum) as usize;
-        let mut padded = vec![0u8; block_size * needed];
+        let chosen: Vec<(ShareNumber, BytesMut)> = blocks.into_iter().take(needed).collect();
         let systematic = chosen
             .iter()
             .enumerate()
             .all(|(n, (share, _))| usize::from(*share) == n);
-        if systematic {
-            for (n, (_, data)) in chosen.iter().enumerate() {
-                padded[n * block_size..(n + 1) * block_size].copy_from_slice(&data[i]);
-            }
-        } else if block_size > 0 {
-            let numbers: Vec<u16> = chosen.iter().map(|(s, _)| *s).collect();
-            let inputs: Vec<&[u8]> = chosen.iter().map(|(_, d)| &d[i][..]).collect();
-            let mut outputs: Vec<&mut [u8]> = padded.chunks_exact_mut(block_size).collect();
-            inner
-                .codec
-                .decode(&numbers, &inputs, &mut outputs)
-                .map_err(|e| DownloadError::Failed(format!("erasure decoding: {e}")))?;
-        }
-        let range = geometry.segment_range(segnum);
-        padded.truncate((range.end - range.start) as usize);
-        // Every block was verified, so a mismatch here means the uploader encoded inconsistently: no other set
-        // of shares can do better than the hashes it committed to.
-        if hashutil::crypttext_segment_hash(&padded)
-            != inner.facts.crypttext_leaves[segnum as usize]
-        {
-            return Err(DownloadError::Failed(format!(
-                "segment {segnum} does not match the file's crypttext hash tree although every block verified: \
-                 the file was encoded inconsistently by its uploader"
-            )));
-        }
+        let mut batch = Batch {
+            geometry,
+            range: range.clone(),
+            blocks: if systematic {
+                chosen.into_iter().map(|(_, data)| data).collect()
+            } else {
+                let decoded = decode_blocks(&inner.codec, &geometry, range.clone(), &chosen)?;
+                self.give_back(chosen.into_iter().map(|(_, data)| data));
+                decoded
+            },
+        };
         let mut aes = AesCtr::new_128(&inner.cap.key);
-        aes.seek(range.start);
-        aes.apply(&mut padded);
-        Ok(Bytes::from(padded))
+        for segnum in range {
+            let mut hasher = hashutil::crypttext_segment_hasher();
+            for piece in batch.pieces(segnum) {
+                hasher.update(piece);
+            }
+            // Every block was verified, so a mismatch here means the uploader encoded inconsistently: no other
+            // set of shares can do better than the hashes it committed to.
+            if hasher.finalize() != inner.facts.crypttext_leaves[segnum as usize] {
+                return Err(DownloadError::Failed(format!(
+                    "segment {segnum} does not match the file's crypttext hash tree although every block \
+                     verified: the file was encoded inconsistently by its uploader"
+                )));
+            }
+            batch.decrypt(segnum, &mut aes);
+        }
+        Ok(batch)
     }
 
     /// Reads one share's blocks for a run of segments, in one request, and checks each against its hash.
@@ -473,47 +510,45 @@ impl ChkReader {
         &self,
         share: &ActiveShare,
         range: Range<u64>,
-    ) -> Result<Vec<Bytes>, ShareFault> {
+    ) -> Result<BytesMut, ShareFault> {
         let geometry = self.inner.facts.geometry;
         let start = share.layout.data + range.start * geometry.block_size();
-        let sizes: Vec<u64> = range
-            .clone()
-            .map(|s| geometry.segment_block_size(s))
-            .collect();
-        let length: u64 = sizes.iter().sum();
+        let length: u64 = range.clone().map(|s| geometry.segment_block_size(s)).sum();
         let storage = &self.inner.grid.servers()[share.server].storage;
-        let data = if length == 0 {
-            Bytes::new()
-        } else {
+        let mut data = self.take_buffer();
+        if length > 0 {
             let timeout = self.inner.options.read_timeout;
-            let read =
-                storage.read_immutable_share(self.inner.storage_index, share.share, start, length);
+            let read = storage.read_immutable_share_into(
+                self.inner.storage_index,
+                share.share,
+                start,
+                length,
+                &mut data,
+            );
             tokio::time::timeout(timeout, read).await.map_err(|_| {
                 ShareFault::Unavailable(format!(
                     "no block data within {:.0} s",
                     timeout.as_secs_f64()
                 ))
-            })??
-        };
+            })??;
+        }
         if (data.len() as u64) < length {
             return Err(ShareFault::Corrupt(format!(
                 "share is short: {} bytes of blocks where {length} were expected",
                 data.len()
             )));
         }
-        let mut blocks = Vec::with_capacity(sizes.len());
         let mut at = 0usize;
-        for (segnum, size) in range.zip(sizes) {
-            let block = data.slice(at..at + size as usize);
-            at += size as usize;
-            if hashutil::block_hash(&block) != share.block_hashes[segnum as usize] {
+        for segnum in range {
+            let size = geometry.segment_block_size(segnum) as usize;
+            if hashutil::block_hash(&data[at..at + size]) != share.block_hashes[segnum as usize] {
                 return Err(ShareFault::Corrupt(format!(
                     "block {segnum} does not match its block hash"
                 )));
             }
-            blocks.push(block);
+            at += size;
         }
-        Ok(blocks)
+        Ok(data)
     }
 
     /// Brings the shares in use up to k distinct share numbers from the spares.
@@ -604,18 +639,24 @@ impl ChkReader {
         if range.is_empty() || lock(&self.inner.cache).get(range.start).is_some() {
             return;
         }
+        let (finished, done) = watch::channel(false);
         {
             let mut busy = lock(&self.inner.prefetching);
-            if busy.as_ref().is_some_and(|r| r.contains(&range.start)) {
+            if busy.as_ref().is_some_and(|(r, _)| r.contains(&range.start)) {
                 return;
             }
-            *busy = Some(range.clone());
+            *busy = Some((range.clone(), done));
         }
         let reader = self.clone();
         tokio::spawn(async move {
             // A failed prefetch costs nothing: the read that needs the segments tries again and reports.
-            let _ = reader.read_segments(range).await;
-            *lock(&reader.inner.prefetching) = None;
+            let _ = reader.read_segments(range.clone()).await;
+            let mut busy = lock(&reader.inner.prefetching);
+            if busy.as_ref().is_some_and(|(r, _)| *r == range) {
+                *busy = None;
+            }
+            drop(busy);
+            let _ = finished.send(true);
         });
     }
 
@@ -637,7 +678,7 @@ impl ChkReader {
             .collect();
         let spawn = |range: Range<u64>| {
             let reader = self.clone();
-            tokio::spawn(async move { reader.read_segments(range).await })
+            tokio::spawn(async move { reader.read_batch(range).await })
         };
         let mut next = batches.first().cloned().map(spawn);
         let mut written = 0u64;
@@ -646,13 +687,11 @@ impl ChkReader {
                 .take()
                 .ok_or_else(|| DownloadError::Failed("lost a batch".into()))?;
             next = batches.get(i + 1).cloned().map(spawn);
-            let segments = current
+            let batch = current
                 .await
                 .map_err(|e| DownloadError::Failed(format!("read task: {e}")))??;
-            for segment in segments {
-                out.write_all(&segment).map_err(DownloadError::Write)?;
-                written += segment.len() as u64;
-            }
+            written += batch.write_to(out).map_err(DownloadError::Write)?;
+            self.give_back(batch.blocks);
             if let Some(progress) = progress {
                 progress(written);
             }
@@ -660,6 +699,107 @@ impl ChkReader {
         out.flush().map_err(DownloadError::Write)?;
         Ok(())
     }
+}
+
+/// Verified plaintext of a run of segments, kept as the k primary shares' blocks (share-major, as they arrive:
+/// `blocks[j]` holds block j of every segment of the run), so a whole-file download writes it out without
+/// assembling segments first.
+struct Batch {
+    geometry: Geometry,
+    range: Range<u64>,
+    blocks: Vec<BytesMut>,
+}
+
+impl Batch {
+    /// Where segment `segnum`'s block starts in each of `blocks`, and its size.
+    fn block_span(&self, segnum: u64) -> (usize, usize) {
+        let at = (segnum - self.range.start) * self.geometry.block_size();
+        (
+            at as usize,
+            self.geometry.segment_block_size(segnum) as usize,
+        )
+    }
+
+    fn segment_len(&self, segnum: u64) -> usize {
+        let range = self.geometry.segment_range(segnum);
+        (range.end - range.start) as usize
+    }
+
+    /// The byte ranges of segment `segnum` in each of `blocks`, in order, without the padding of the last one.
+    fn piece_spans(&self, segnum: u64) -> impl Iterator<Item = Range<usize>> + use<> {
+        let (at, size) = self.block_span(segnum);
+        let mut left = self.segment_len(segnum);
+        (0..self.blocks.len()).map(move |_| {
+            let take = size.min(left);
+            left -= take;
+            at..at + take
+        })
+    }
+
+    /// Segment `segnum` (crypttext before [`Batch::decrypt`], plaintext after) as pieces, in order.
+    fn pieces(&self, segnum: u64) -> impl Iterator<Item = &[u8]> {
+        self.piece_spans(segnum)
+            .zip(&self.blocks)
+            .map(|(span, block)| &block[span])
+    }
+
+    fn decrypt(&mut self, segnum: u64, aes: &mut AesCtr) {
+        let mut offset = self.geometry.segment_range(segnum).start;
+        for (span, block) in self.piece_spans(segnum).zip(&mut self.blocks) {
+            aes.seek(offset);
+            offset += span.len() as u64;
+            aes.apply(&mut block[span]);
+        }
+    }
+
+    /// Writes every segment, in order, with as few calls as the writer allows.
+    fn write_to(&self, out: &mut (dyn Write + Send)) -> std::io::Result<u64> {
+        let mut slices: Vec<IoSlice<'_>> = self
+            .range
+            .clone()
+            .flat_map(|segnum| self.pieces(segnum))
+            .filter(|piece| !piece.is_empty())
+            .map(IoSlice::new)
+            .collect();
+        let total = slices.iter().map(|s| s.len() as u64).sum();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match out.write_vectored(slices) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// Rebuilds the k primary shares' blocks for segments `range` from `chosen`, k other distinct shares' blocks.
+fn decode_blocks(
+    codec: &Codec,
+    geometry: &Geometry,
+    range: Range<u64>,
+    chosen: &[(ShareNumber, BytesMut)],
+) -> Result<Vec<BytesMut>, DownloadError> {
+    let length = chosen.first().map_or(0, |(_, data)| data.len());
+    let mut outputs = vec![BytesMut::zeroed(length); chosen.len()];
+    let numbers: Vec<u16> = chosen.iter().map(|(s, _)| *s).collect();
+    let mut at = 0usize;
+    for segnum in range {
+        let size = geometry.segment_block_size(segnum) as usize;
+        if size == 0 {
+            continue;
+        }
+        let span = at..at + size;
+        at += size;
+        let inputs: Vec<&[u8]> = chosen.iter().map(|(_, d)| &d[span.clone()]).collect();
+        let mut blocks: Vec<&mut [u8]> = outputs.iter_mut().map(|o| &mut o[span.clone()]).collect();
+        codec
+            .decode(&numbers, &inputs, &mut blocks)
+            .map_err(|e| DownloadError::Failed(format!("erasure decoding: {e}")))?;
+    }
+    Ok(outputs)
 }
 
 /// What asking the servers found.
@@ -728,16 +868,22 @@ async fn locate_shares(
             deadline = Some(tokio::time::Instant::now() + grace);
         }
     }
-    // Round-robin over servers in answer order: the first share of each server, then the second, ….
-    let mut candidates = Vec::new();
+    // Round-robin over servers in answer order: the first share of each server, then the second, …; within each
+    // round, primary shares (0..k) first: with all k of them, decoding a segment is a copy (zfec is systematic).
+    let mut ranked = Vec::new();
     let depth = answered.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
     for level in 0..depth {
         for (server, shares) in &answered {
             if let Some(&share) = shares.iter().nth(level) {
-                candidates.push((*server, share));
+                ranked.push((level, share >= cap.needed_shares, *server, share));
             }
         }
     }
+    ranked.sort_by_key(|&(level, secondary, _, _)| (level, secondary));
+    let candidates = ranked
+        .into_iter()
+        .map(|(_, _, server, share)| (server, share))
+        .collect();
     Located {
         candidates,
         servers_with_shares: answered.len(),

@@ -7,12 +7,12 @@
 //! bounded in time and size and checked before use, so a broken or hostile server yields a [`StorageError`],
 //! never a panic or a hang.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Limited};
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, RANGE};
 use hyper::{Method, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
@@ -73,7 +73,7 @@ pub struct GbsServer {
     /// The hint that last worked; tried first.
     current: AtomicUsize,
     authorization: HeaderValue,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Pieces>,
     peer: tls::PeerSlot,
     options: GbsOptions,
 }
@@ -192,8 +192,23 @@ impl GbsServer {
         what: &str,
         retry: Retry,
         max_body: usize,
-        build: impl Fn(&str) -> Request<Full<Bytes>>,
+        build: impl Fn(&str) -> Request<Pieces>,
     ) -> Result<Reply, StorageError> {
+        self.exchange_into(what, retry, max_body, None, build).await
+    }
+
+    /// [`Self::exchange`], appending a success body to `into` (instead of `Reply::body`) as it arrives: a large
+    /// read then lands in the caller's buffer with one copy, not gathered and copied again. A retried attempt
+    /// starts again from the length `into` had.
+    async fn exchange_into(
+        &self,
+        what: &str,
+        retry: Retry,
+        max_body: usize,
+        mut into: Option<&mut BytesMut>,
+        build: impl Fn(&str) -> Request<Pieces>,
+    ) -> Result<Reply, StorageError> {
+        let start = into.as_ref().map_or(0, |b| b.len());
         let hints = self.bases.len();
         let max_attempts = match retry {
             Retry::ConnectOnly => hints,
@@ -202,8 +217,16 @@ impl GbsServer {
         let mut attempt = 0;
         loop {
             let index = self.current.load(Ordering::Relaxed) % hints;
+            if let Some(buffer) = into.as_deref_mut() {
+                buffer.truncate(start);
+            }
             let result = self
-                .exchange_once(what, max_body, build(&self.bases[index]))
+                .exchange_once(
+                    what,
+                    max_body,
+                    into.as_deref_mut(),
+                    build(&self.bases[index]),
+                )
                 .await;
             attempt += 1;
             let error = match result {
@@ -235,7 +258,8 @@ impl GbsServer {
         &self,
         what: &str,
         max_body: usize,
-        request: Request<Full<Bytes>>,
+        into: Option<&mut BytesMut>,
+        request: Request<Pieces>,
     ) -> Result<Reply, StorageError> {
         let timeout = self.options.request_timeout;
         let exchange = async {
@@ -244,7 +268,31 @@ impl GbsServer {
                 .request(request)
                 .await
                 .map_err(|e| self.request_error(&e))?;
-            let (parts, body) = response.into_parts();
+            let (parts, mut body) = response.into_parts();
+            if let Some(into) = into.filter(|_| parts.status.is_success()) {
+                let start = into.len();
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|e| {
+                        self.protocol(format!(
+                            "{what}: the reply body broke off: {}",
+                            error_chain(&e)
+                        ))
+                    })?;
+                    if let Ok(data) = frame.into_data() {
+                        if into.len() - start + data.len() > max_body {
+                            return Err(self.protocol(format!(
+                                "{what}: the server sent more than the {max_body} bytes expected (reply longer than allowed)"
+                            )));
+                        }
+                        into.extend_from_slice(&data);
+                    }
+                }
+                return Ok(Reply {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: Bytes::new(),
+                });
+            }
             let limit = if parts.status.is_success() {
                 max_body
             } else {
@@ -348,8 +396,8 @@ impl GbsServer {
         method: Method,
         url: String,
         secrets: &[(&str, &[u8])],
-        body: Option<(Bytes, &str)>,
-    ) -> Request<Full<Bytes>> {
+        body: Option<(Pieces, &str)>,
+    ) -> Request<Pieces> {
         let mut builder = Request::builder()
             .method(method)
             .uri(url)
@@ -366,12 +414,12 @@ impl GbsServer {
                 builder = builder.header(CONTENT_TYPE, content_type);
                 bytes
             }
-            None => Bytes::new(),
+            None => Pieces::default(),
         };
         // Every part above is valid by construction (fixed names, base64 values, a URL built from checked parts).
         builder
-            .body(Full::new(body))
-            .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())))
+            .body(body)
+            .unwrap_or_else(|_| Request::new(Pieces::default()))
     }
 
     fn decode<T: DeserializeOwned>(&self, what: &str, reply: &Reply) -> Result<T, StorageError> {
@@ -405,7 +453,7 @@ impl GbsServer {
                     Method::POST,
                     format!("{base}{path}"),
                     secrets,
-                    Some((body.clone(), CBOR)),
+                    Some((Pieces::from(body.clone()), CBOR)),
                 )
             })
             .await?;
@@ -438,23 +486,56 @@ impl GbsServer {
         offset: u64,
         length: u64,
     ) -> Result<Bytes, StorageError> {
+        self.read_share_into(kind, si, share, offset, length, None)
+            .await
+    }
+
+    /// Reads a share range; with `into`, appends the bytes there and returns nothing.
+    async fn read_share_into(
+        &self,
+        kind: &str,
+        si: StorageIndex,
+        share: ShareNumber,
+        offset: u64,
+        length: u64,
+        mut into: Option<&mut BytesMut>,
+    ) -> Result<Bytes, StorageError> {
         let what = format!("read {kind} share {si}/{share} at {offset}+{length}");
         let last = inclusive_end(offset, length)
             .ok_or_else(|| self.protocol(format!("{what}: range overflows")))?;
         let max_body = usize::try_from(length).unwrap_or(usize::MAX);
         let path = format!("/storage/v1/{kind}/{si}/{share}");
+        let start = into.as_ref().map_or(0, |b| b.len());
+        if let Some(buffer) = into.as_deref_mut() {
+            buffer.reserve(max_body);
+        }
         // The size limit also stops a server that ignores Range and sends the whole share.
         let reply = self
-            .exchange(&what, Retry::Idempotent, max_body, |base| {
-                let mut request = self.request(Method::GET, format!("{base}{path}"), &[], None);
-                if let Ok(range) = HeaderValue::from_str(&format!("bytes={offset}-{last}")) {
-                    request.headers_mut().insert(RANGE, range);
-                }
-                request
-            })
+            .exchange_into(
+                &what,
+                Retry::Idempotent,
+                max_body,
+                into.as_deref_mut(),
+                |base| {
+                    let mut request = self.request(Method::GET, format!("{base}{path}"), &[], None);
+                    if let Ok(range) = HeaderValue::from_str(&format!("bytes={offset}-{last}")) {
+                        request.headers_mut().insert(RANGE, range);
+                    }
+                    request
+                },
+            )
             .await?;
+        let received = match &into {
+            Some(buffer) if reply.status.is_success() => buffer.len() - start,
+            _ => reply.body.len(),
+        };
         match reply.status {
-            StatusCode::NO_CONTENT => Ok(Bytes::new()),
+            StatusCode::NO_CONTENT => {
+                if let Some(buffer) = into {
+                    buffer.truncate(start);
+                }
+                Ok(Bytes::new())
+            }
             StatusCode::PARTIAL_CONTENT => {
                 let (start, end) = reply
                     .headers
@@ -469,22 +550,26 @@ impl GbsServer {
                         "{what}: the server answered bytes {start}-{end}, not a prefix of {offset}-{last}"
                     )));
                 }
-                if reply.body.len() as u64 != end - start + 1 {
+                if received as u64 != end - start + 1 {
                     return Err(self.protocol(format!(
-                        "{what}: Content-Range says {} bytes but the body has {}",
+                        "{what}: Content-Range says {} bytes but the body has {received}",
                         end - start + 1,
-                        reply.body.len()
                     )));
                 }
                 Ok(reply.body)
             }
             StatusCode::OK => {
                 // The whole share, from a server that ignored the Range header.
-                let start = usize::try_from(offset)
-                    .unwrap_or(usize::MAX)
-                    .min(reply.body.len());
-                let end = start.saturating_add(max_body).min(reply.body.len());
-                Ok(reply.body.slice(start..end))
+                let skip = usize::try_from(offset).unwrap_or(usize::MAX).min(received);
+                let end = skip.saturating_add(max_body).min(received);
+                match into {
+                    Some(buffer) => {
+                        buffer.copy_within(start + skip..start + end, start);
+                        buffer.truncate(start + end - skip);
+                        Ok(Bytes::new())
+                    }
+                    None => Ok(reply.body.slice(skip..end)),
+                }
             }
             _ => Err(self.status_error(&what, &reply)),
         }
@@ -541,19 +626,18 @@ impl GbsServer {
         parse_version(&value).map_err(|problem| self.protocol(format!("{what}: {problem}")))
     }
 
+    /// One PATCH of `data`, the pieces back to back (sent as they are, not joined first).
     async fn write_chunk(
         &self,
         si: StorageIndex,
         share: ShareNumber,
         secret: &[u8],
         offset: u64,
-        data: Bytes,
+        data: &[Bytes],
     ) -> Result<UploadProgress, StorageError> {
-        let what = format!(
-            "write immutable share {si}/{share} at {offset}+{}",
-            data.len()
-        );
-        let last = inclusive_end(offset, data.len() as u64)
+        let length: u64 = data.iter().map(|d| d.len() as u64).sum();
+        let what = format!("write immutable share {si}/{share} at {offset}+{length}");
+        let last = inclusive_end(offset, length)
             .ok_or_else(|| self.protocol(format!("{what}: range overflows")))?;
         let path = format!("/storage/v1/immutable/{si}/{share}");
         // Rewriting the same bytes is harmless (the server accepts identical overlapping writes), so a write
@@ -568,7 +652,7 @@ impl GbsServer {
                         Method::PATCH,
                         format!("{base}{path}"),
                         &[("upload-secret", secret)],
-                        Some((data.clone(), "application/octet-stream")),
+                        Some((Pieces::new(data), "application/octet-stream")),
                     );
                     if let Ok(range) = HeaderValue::from_str(&format!("bytes {offset}-{last}/*")) {
                         request.headers_mut().insert(CONTENT_RANGE, range);
@@ -593,6 +677,53 @@ impl GbsServer {
             complete: reply.status == StatusCode::CREATED,
             required,
         })
+    }
+}
+
+/// A request body of pieces sent one after another: an upload's blocks go out as they are, without being joined
+/// into one buffer first.
+#[derive(Default)]
+pub struct Pieces {
+    pieces: VecDeque<Bytes>,
+    left: u64,
+}
+
+impl Pieces {
+    fn new(pieces: &[Bytes]) -> Pieces {
+        Pieces {
+            pieces: pieces.iter().filter(|p| !p.is_empty()).cloned().collect(),
+            left: pieces.iter().map(|p| p.len() as u64).sum(),
+        }
+    }
+}
+
+impl From<Bytes> for Pieces {
+    fn from(bytes: Bytes) -> Pieces {
+        Pieces::new(&[bytes])
+    }
+}
+
+impl hyper::body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let next = self.pieces.pop_front();
+        if let Some(piece) = &next {
+            self.left -= piece.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|piece| Ok(hyper::body::Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
     }
 }
 
@@ -822,29 +953,67 @@ impl StorageServer for GbsServer {
         offset: u64,
         data: Bytes,
     ) -> StorageFuture<'a, UploadProgress> {
+        self.write_share_pieces(
+            storage_index,
+            share_number,
+            upload_secret,
+            offset,
+            vec![data],
+        )
+    }
+
+    fn write_share_pieces<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        upload_secret: &'a [u8],
+        offset: u64,
+        data: Vec<Bytes>,
+    ) -> StorageFuture<'a, UploadProgress> {
         Box::pin(async move {
-            if data.is_empty() {
+            let total: usize = data.iter().map(Bytes::len).sum();
+            if total == 0 {
                 // Sent as is, so the answer is the server's (see `inclusive_end`).
                 return self
-                    .write_chunk(storage_index, share_number, upload_secret, offset, data)
+                    .write_chunk(
+                        storage_index,
+                        share_number,
+                        upload_secret,
+                        offset,
+                        &[Bytes::new()],
+                    )
                     .await;
             }
+            // PATCHes of at most `upload_chunk` bytes, each made of the pieces (or parts of them) it covers.
             let chunk = self.options.upload_chunk.max(1);
             let mut progress = None;
-            let mut start = 0;
-            while start < data.len() {
-                let end = (start + chunk).min(data.len());
+            let mut sent = 0usize;
+            let mut pieces = data.into_iter().filter(|d| !d.is_empty());
+            let mut carry: Option<Bytes> = None;
+            while sent < total {
+                let mut request = Vec::new();
+                let mut size = 0;
+                while size < chunk {
+                    let Some(mut piece) = carry.take().or_else(|| pieces.next()) else {
+                        break;
+                    };
+                    if piece.len() > chunk - size {
+                        carry = Some(piece.split_off(chunk - size));
+                    }
+                    size += piece.len();
+                    request.push(piece);
+                }
                 progress = Some(
                     self.write_chunk(
                         storage_index,
                         share_number,
                         upload_secret,
-                        offset + start as u64,
-                        data.slice(start..end),
+                        offset + sent as u64,
+                        &request,
                     )
                     .await?,
                 );
-                start = end;
+                sent += size;
             }
             progress.ok_or_else(|| self.protocol("no write was made".into()))
         })
@@ -888,6 +1057,28 @@ impl StorageServer for GbsServer {
         length: u64,
     ) -> StorageFuture<'_, Bytes> {
         Box::pin(self.read_share("immutable", storage_index, share_number, offset, length))
+    }
+
+    fn read_immutable_share_into<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        offset: u64,
+        length: u64,
+        into: &'a mut BytesMut,
+    ) -> StorageFuture<'a, ()> {
+        Box::pin(async move {
+            self.read_share_into(
+                "immutable",
+                storage_index,
+                share_number,
+                offset,
+                length,
+                Some(into),
+            )
+            .await
+            .map(drop)
+        })
     }
 
     fn advise_corrupt_immutable<'a>(

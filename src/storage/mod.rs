@@ -10,7 +10,7 @@ pub mod memory;
 pub mod nurl;
 pub mod tls;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
@@ -246,6 +246,23 @@ pub trait StorageServer: Send + Sync {
         data: Bytes,
     ) -> StorageFuture<'a, UploadProgress>;
 
+    /// [`StorageServer::write_share_chunk`] of `data`, the pieces back to back: a server that can, sends them as
+    /// they are instead of joining them into one buffer first.
+    fn write_share_pieces<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        upload_secret: &'a [u8],
+        offset: u64,
+        data: Vec<Bytes>,
+    ) -> StorageFuture<'a, UploadProgress> {
+        let data = match <[Bytes; 1]>::try_from(data) {
+            Ok([one]) => one,
+            Err(data) => Bytes::from(data.concat()),
+        };
+        self.write_share_chunk(storage_index, share_number, upload_secret, offset, data)
+    }
+
     /// Abandons an unfinished share upload, freeing its space. A complete share is HTTP 405, an unknown one
     /// `NotFound`, a wrong upload secret `Unauthorized`.
     fn abort_upload<'a>(
@@ -270,6 +287,25 @@ pub trait StorageServer: Send + Sync {
         offset: u64,
         length: u64,
     ) -> StorageFuture<'_, Bytes>;
+
+    /// [`StorageServer::read_immutable_share`], appending the bytes to `into`: a server that can, puts them
+    /// there as they arrive, without gathering and copying the reply first.
+    fn read_immutable_share_into<'a>(
+        &'a self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        offset: u64,
+        length: u64,
+        into: &'a mut BytesMut,
+    ) -> StorageFuture<'a, ()> {
+        Box::pin(async move {
+            let data = self
+                .read_immutable_share(storage_index, share_number, offset, length)
+                .await?;
+            into.extend_from_slice(&data);
+            Ok(())
+        })
+    }
 
     fn advise_corrupt_immutable<'a>(
         &'a self,
