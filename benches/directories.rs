@@ -16,7 +16,7 @@ use common::tahoe::TahoeClient;
 use tahoe_mount::cap::{Cap, FileCap, MutableFormat};
 use tahoe_mount::dirnode::{Change, Child, Directory, DirectoryNode, Replace};
 use tahoe_mount::grid::client::Grid;
-use tahoe_mount::mutable::{MutableFile, MutableOptions, MutableParams};
+use tahoe_mount::mutable::{MutableError, MutableFile, MutableOptions, MutableParams};
 
 fn web(client: &TahoeClient, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
     let (status, reply) = client.web(method, path, body);
@@ -220,7 +220,7 @@ fn main() {
             |old| {
                 let mut new = old.to_vec();
                 new[middle..middle + patch.len()].copy_from_slice(&patch);
-                Ok(Some(new))
+                Ok::<_, MutableError>(Some(new))
             },
             None,
         ))

@@ -246,7 +246,7 @@ fn concurrent_writers_lose_no_change() {
                             |old| {
                                 let mut new = old.to_vec();
                                 new.extend_from_slice(format!("{name}{i}\n").as_bytes());
-                                Ok(Some(new))
+                                Ok::<_, MutableError>(Some(new))
                             },
                             None,
                         )

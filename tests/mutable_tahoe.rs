@@ -15,7 +15,7 @@ use common::tahoe::{TahoeClient, first_difference, pseudo_random, seed};
 use serde_json::Value;
 use tahoe_mount::cap::{Cap, FileCap, MutableCap, MutableFormat};
 use tahoe_mount::grid::client::Grid;
-use tahoe_mount::mutable::{MutableFile, MutableOptions, MutableParams};
+use tahoe_mount::mutable::{MutableError, MutableFile, MutableOptions, MutableParams};
 
 const N: usize = 10;
 
@@ -48,6 +48,18 @@ fn mutable_cap(text: &str) -> MutableCap {
         Cap::File(FileCap::Mutable(cap)) => cap,
         other => panic!("{text} is not a mutable file cap: {other:?}"),
     }
+}
+
+/// A new mutable file of ours with Tahoe's default encoding.
+fn create(
+    rt: &tokio::runtime::Runtime,
+    grid: &Grid,
+    data: &[u8],
+    format: MutableFormat,
+) -> MutableFile {
+    let params = MutableParams::default_for(format);
+    rt.block_on(MutableFile::create(grid.clone(), data, params, options()))
+        .unwrap()
 }
 
 /// `tahoe put --mutable [--format=MDMF]`: `PUT /uri?format=…`.
@@ -123,14 +135,7 @@ fn tahoe_mount_mutable_files_read_and_verified_by_tahoe() {
     for format in [MutableFormat::Sdmf, MutableFormat::Mdmf] {
         for &size in SIZES {
             let data = pseudo_random(seed ^ (size as u64 + 1), size);
-            let file = rt
-                .block_on(MutableFile::create(
-                    grid.clone(),
-                    &data,
-                    MutableParams::default_for(format),
-                    options(),
-                ))
-                .unwrap();
+            let file = create(&rt, &grid, &data, format);
             let cap = file.cap().to_string();
             let expected_prefix = match format {
                 MutableFormat::Sdmf => "URI:SSK:",
@@ -170,14 +175,7 @@ fn each_side_overwrites_the_others_files() {
         assert_eq!(version.seqnum, 3);
 
         // Our file, changed by Tahoe (which must find the private key in our shares), read by us.
-        let file = rt
-            .block_on(MutableFile::create(
-                grid.clone(),
-                b"made by tahoe-mount",
-                MutableParams::default_for(format),
-                options(),
-            ))
-            .unwrap();
+        let file = create(&rt, &grid, b"made by tahoe-mount", format);
         let cap = file.cap().to_string();
         tahoe_overwrite(&cap, &new);
         assert!(rt.block_on(file.read()).unwrap().contents == new);
@@ -186,7 +184,7 @@ fn each_side_overwrites_the_others_files() {
                 |old| {
                     let mut more = old.to_vec();
                     more.extend_from_slice(b" and appended");
-                    Ok(Some(more))
+                    Ok::<_, MutableError>(Some(more))
                 },
                 None,
             ))
@@ -204,14 +202,7 @@ fn publish_with_three_servers_down_and_read_from_any_three() {
     let rt = runtime();
     let grid = library_grid();
     let g = self::grid();
-    let file = rt
-        .block_on(MutableFile::create(
-            grid.clone(),
-            b"version one",
-            MutableParams::default_for(MutableFormat::Sdmf),
-            options(),
-        ))
-        .unwrap();
+    let file = create(&rt, &grid, b"version one", MutableFormat::Sdmf);
     let cap = file.cap().to_string();
     // N − happy = 3 servers down: the publish lands on the other seven.
     g.stop_servers(&[0, 1, 2]);

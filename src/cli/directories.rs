@@ -44,15 +44,11 @@ pub(super) fn redact(arg: &str) -> String {
     }
 }
 
+/// `URI:DIR2:abc…` → `URI:DIR2:`; anything else → nothing.
 fn cap_prefix(cap: &str) -> &str {
-    // `URI:DIR2:abc…` → `URI:DIR2:`
-    match cap.rfind(':') {
-        Some(i) if cap.starts_with("URI:") => {
-            let kind_end = cap[4..].find(':').map(|j| j + 5).unwrap_or(i + 1);
-            &cap[..kind_end]
-        }
-        _ => "",
-    }
+    cap.strip_prefix("URI:")
+        .and_then(|rest| rest.find(':'))
+        .map_or("", |kind_len| &cap[..4 + kind_len + 1])
 }
 
 /// The parent directory of a `DIRCAP/…/name` argument, and the name.
@@ -107,10 +103,6 @@ pub(super) async fn link(
     Ok(())
 }
 
-pub(super) fn params_for(format: MutableFormat) -> MutableParams {
-    MutableParams::default_for(format)
-}
-
 pub(super) fn mkdir(
     servers: &ServerArgs,
     config_dir: Option<&Path>,
@@ -123,7 +115,7 @@ pub(super) fn mkdir(
         let node = DirectoryNode::create(
             grid.clone(),
             &Directory::new(),
-            params_for(format),
+            MutableParams::default_for(format),
             options.clone(),
         )
         .await
@@ -333,5 +325,17 @@ pub(super) fn resolve_file_cap(grid: &Grid, arg: &str) -> anyhow::Result<FileCap
         Some(Cap::File(file)) => Ok(file.clone()),
         Some(Cap::Directory(_)) => bail!("{} is a directory, not a file", redact(arg)),
         _ => bail!("{} is not a cap kind this version knows", redact(arg)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redaction_keeps_the_kind_and_path_but_no_key() {
+        assert_eq!(redact("URI:DIR2:abcd:efgh/docs/x"), "URI:DIR2:…/docs/x");
+        assert_eq!(redact("URI:DIR2-MDMF-RO:abcd:efgh"), "URI:DIR2-MDMF-RO:…");
+        assert_eq!(redact("not a cap"), "…");
     }
 }

@@ -94,25 +94,13 @@ impl DirectoryNode {
     ) -> Result<Self, DirectoryError> {
         // The children's writecaps are encrypted under the new file's writekey, so the contents are packed once
         // the key exists, and go out in the first version (as Tahoe's `create_new_mutable_directory`).
-        let mut refused = None;
-        let created = MutableFile::create_with(
+        let file = MutableFile::create_with(
             grid.clone(),
-            |writekey| {
-                pack(initial, Some(writekey), false).map_err(|e| {
-                    let text = e.to_string();
-                    refused = Some(e);
-                    MutableError::Failed(text)
-                })
-            },
+            |writekey| Ok::<_, DirectoryError>(pack(initial, Some(writekey), false)?),
             params,
             options.clone(),
         )
-        .await;
-        let file = match (created, refused) {
-            (Ok(file), _) => file,
-            (Err(_), Some(e)) => return Err(e.into()),
-            (Err(e), None) => return Err(e.into()),
-        };
+        .await?;
         DirectoryNode::open(grid, Cap::Directory(FileCap::Mutable(*file.cap())), options)
     }
 
@@ -150,32 +138,16 @@ impl DirectoryNode {
         let file = self.mutable_file().ok_or(DirectoryError::ReadOnly)?;
         let writekey = self.writekey().ok_or(DirectoryError::ReadOnly)?;
         let access = self.access;
-        let mut refused: Option<DirectoryError> = None;
-        let result = file
-            .modify(
-                |old| {
-                    let outcome = unpack(old, &access)
-                        .map_err(DirectoryError::from)
-                        .and_then(|current| Ok(current.directory.apply(changes, now())?))
-                        .and_then(|new| Ok(pack(&new, Some(&writekey), false)?));
-                    match outcome {
-                        Ok(packed) => Ok(Some(packed)),
-                        Err(e) => {
-                            refused = Some(e);
-                            Err(MutableError::Failed(
-                                "the directory change was refused".into(),
-                            ))
-                        }
-                    }
-                },
-                None,
-            )
-            .await;
-        match (result, refused) {
-            (Ok(_), _) => Ok(()),
-            (Err(_), Some(why)) => Err(why),
-            (Err(e), None) => Err(e.into()),
-        }
+        file.modify(
+            |old| {
+                let current = unpack(old, &access)?;
+                let new = current.directory.apply(changes, now())?;
+                Ok::<_, DirectoryError>(Some(pack(&new, Some(&writekey), false)?))
+            },
+            None,
+        )
+        .await?;
+        Ok(())
     }
 
     /// The entry at `path` below this directory (each step but the last must be a directory).

@@ -17,6 +17,8 @@ pub const HASH_SIZE: usize = 32;
 pub const SDMF_HEADER_LEN: usize = 107;
 /// `>BQ32sBBQQ QQQQQQQQ`.
 pub const MDMF_HEADER_LEN: usize = 123;
+/// `>BQ32s16s`: version, seqnum, root hash and IV.
+pub const SDMF_CHECKSTRING_LEN: usize = 57;
 const SDMF_SIGNABLE_LEN: usize = 75;
 /// MDMF reserves fixed room for these before the share data (`MDMFSlotWriteProxy`), so blocks can be written
 /// before the key, signature and hashes are known.

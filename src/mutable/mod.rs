@@ -10,7 +10,10 @@ pub mod publish;
 pub mod retrieve;
 pub mod servermap;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::OnceCell;
 
 use thiserror::Error;
 
@@ -152,6 +155,9 @@ pub struct MutableFile {
     cap: MutableCap,
     keys: FileKeys,
     options: MutableOptions,
+    /// The private key, once found in a share (or made): decrypting and parsing it again for every change of a
+    /// busy directory would be wasted work.
+    signing_key: Arc<OnceCell<SigningKey>>,
 }
 
 fn encrypt_private_key(writekey: &Key, der: &[u8]) -> Vec<u8> {
@@ -167,6 +173,7 @@ impl MutableFile {
             keys: FileKeys::from_cap(&cap),
             cap,
             options,
+            signing_key: Arc::new(OnceCell::new()),
         }
     }
 
@@ -181,19 +188,26 @@ impl MutableFile {
         params: MutableParams,
         options: MutableOptions,
     ) -> Result<MutableFile, MutableError> {
-        MutableFile::create_with(grid, |_| Ok(contents.to_vec()), params, options).await
+        MutableFile::create_with(
+            grid,
+            |_| Ok::<_, MutableError>(contents.to_vec()),
+            params,
+            options,
+        )
+        .await
     }
 
     /// Like [`MutableFile::create`], with contents made from the new file's writekey (as a directory encrypts its
     /// children's writecaps under it), all in the first version.
-    pub async fn create_with<F>(
+    pub async fn create_with<F, E>(
         grid: Grid,
         contents_for: F,
         params: MutableParams,
         options: MutableOptions,
-    ) -> Result<MutableFile, MutableError>
+    ) -> Result<MutableFile, E>
     where
-        F: FnOnce(&Key) -> Result<Vec<u8>, MutableError>,
+        F: FnOnce(&Key) -> Result<Vec<u8>, E>,
+        E: From<MutableError>,
     {
         params.validate()?;
         let signing_key = tokio::task::spawn_blocking(SigningKey::generate)
@@ -208,6 +222,7 @@ impl MutableFile {
         };
         let contents = contents_for(&writekey)?;
         let file = MutableFile::open(grid, cap, options);
+        let _ = file.signing_key.set(signing_key.clone());
         // A fresh key's storage index is new to every server, so there is nothing to map: each share must not
         // exist yet.
         let map = ServerMap::default();
@@ -276,7 +291,7 @@ impl MutableFile {
     }
 
     /// The private key, from a good share's encrypted copy, checked against the writekey and the public key.
-    async fn signing_key(&self, map: &ServerMap) -> Result<SigningKey, MutableError> {
+    async fn find_signing_key(&self, map: &ServerMap) -> Result<SigningKey, MutableError> {
         let writekey = self
             .keys
             .writekey
@@ -370,19 +385,17 @@ impl MutableFile {
         params: Option<MutableParams>,
     ) -> Result<u64, MutableError> {
         let contents = contents.to_vec();
-        self.modify(|_| Ok(Some(contents.clone())), params).await
+        self.modify(|_| Ok::<_, MutableError>(Some(contents.clone())), params)
+            .await
     }
 
     /// Applies `change` to the newest version and publishes the result, retrying with backoff (and a fresh read)
     /// when another writer got in between. `change` gets the current contents and returns the new contents, or
     /// `None` to leave the file as it is. Returns the seqnum now current.
-    pub async fn modify<F>(
-        &self,
-        mut change: F,
-        params: Option<MutableParams>,
-    ) -> Result<u64, MutableError>
+    pub async fn modify<F, E>(&self, mut change: F, params: Option<MutableParams>) -> Result<u64, E>
     where
-        F: FnMut(&[u8]) -> Result<Option<Vec<u8>>, MutableError>,
+        F: FnMut(&[u8]) -> Result<Option<Vec<u8>>, E>,
+        E: From<MutableError>,
     {
         let mut delay = Duration::from_millis(50);
         let mut attempt = 0;
@@ -401,25 +414,26 @@ impl MutableFile {
                     .min(current.params.total),
                 ..current.params
             });
-            let signing_key = self.signing_key(&map).await?;
+            let signing_key = self
+                .signing_key
+                .get_or_try_init(|| self.find_signing_key(&map))
+                .await?;
             let seqnum = map.highest_seqnum() + 1;
             match self
-                .publish_version(&map, &signing_key, &new_contents, &params, seqnum)
+                .publish_version(&map, signing_key, &new_contents, &params, seqnum)
                 .await
             {
                 Ok(()) => return Ok(seqnum),
-                Err(MutableError::UncoordinatedWrite(why))
-                    if attempt < self.options.max_attempts =>
-                {
+                // The next attempt re-reads; only the last failure is reported.
+                Err(MutableError::UncoordinatedWrite(_)) if attempt < self.options.max_attempts => {
                     // Jittered exponential backoff, so two colliding writers stop colliding.
                     let mut jitter = [0u8; 2];
                     let _ = getrandom::fill(&mut jitter);
                     let factor = 0.5 + f64::from(u16::from_le_bytes(jitter)) / 65535.0;
                     tokio::time::sleep(delay.mul_f64(factor)).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
-                    let _ = why; // the next attempt re-reads; only the last failure is reported
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }

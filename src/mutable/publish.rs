@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 use super::layout::{self, SALT_SIZE, ShareBody, SignedPrefix};
-use super::servermap::ServerMap;
+use super::servermap::{ServerMap, within};
 use super::{FileKeys, MutableError, MutableParams};
 use crate::cap::MutableFormat;
 use crate::crypto::aes::AesCtr;
@@ -232,14 +232,14 @@ async fn write_server(
             .read_test_write(keys.storage_index, secrets, &writes, &read)
             .await
     };
-    let answer = match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(StorageError::Unauthorized { reason, .. })) => {
+    let name = grid.servers()[server].name();
+    let answer = match within(timeout, name, "read-test-write", attempt).await {
+        Ok(answer) => answer,
+        Err(StorageError::Unauthorized { reason, .. }) => {
             // A write enabler that does not match means the slot belongs to another key: not ours to overwrite.
             return WriteOutcome::Surprised(format!("write enabler refused ({reason})"));
         }
-        Ok(Err(e)) => return WriteOutcome::Failed(e.to_string()),
-        Err(_) => return WriteOutcome::Failed(format!("no answer within {timeout:?}")),
+        Err(e) => return WriteOutcome::Failed(e.to_string()),
     };
     if !answer.success {
         return WriteOutcome::Surprised(

@@ -108,18 +108,11 @@ pub async fn retrieve(
     })?;
     let k = usize::from(prefix.needed);
     // One candidate per share number, preferring a server not yet used, in permuted (records') order.
-    let mut candidates: Vec<&ShareRecord> = Vec::new();
     let mut seen_shares = BTreeSet::new();
-    for record in records {
-        if seen_shares.insert(record.share) {
-            candidates.push(record);
-        }
-    }
-    let mut alternates: Vec<&ShareRecord> = records
+    let (candidates, mut alternates): (Vec<&ShareRecord>, Vec<&ShareRecord>) = records
         .iter()
         .copied()
-        .filter(|r| !candidates.iter().any(|c| std::ptr::eq(*c, *r)))
-        .collect();
+        .partition(|record| seen_shares.insert(record.share));
     let mut verified: Vec<VerifiedShare> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
     let mut next = 0;

@@ -139,16 +139,7 @@ pub async fn share_bytes(
         range.start,
         range.end - range.start,
     );
-    let bytes = match tokio::time::timeout(timeout, read).await {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(StorageError::Timeout {
-                server: server.name().to_owned(),
-                what: "read mutable share",
-                seconds: timeout.as_secs_f64(),
-            });
-        }
-    };
+    let bytes = within(timeout, server.name(), "read mutable share", read).await?;
     if bytes.len() as u64 != range.end - range.start {
         return Err(StorageError::Protocol {
             server: server.name().to_owned(),
@@ -161,6 +152,24 @@ pub async fn share_bytes(
         });
     }
     Ok(bytes)
+}
+
+/// Runs a storage call with a deadline; a late answer is a timeout error naming the server.
+pub async fn within<T>(
+    timeout: Duration,
+    server: &str,
+    what: &'static str,
+    call: impl std::future::Future<Output = Result<T, StorageError>>,
+) -> Result<T, StorageError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StorageError::Timeout {
+                server: server.to_owned(),
+                what,
+                seconds: timeout.as_secs_f64(),
+            })
+        })
 }
 
 /// What one server said.
@@ -176,24 +185,24 @@ async fn ask_server(
     timeout: Duration,
 ) -> ServerAnswer {
     let storage = &grid.servers()[server].storage;
-    let listed = tokio::time::timeout(timeout, storage.list_mutable_shares(storage_index)).await;
-    let shares = match listed {
-        Ok(Ok(shares)) => shares,
-        Ok(Err(StorageError::NotFound { .. })) => BTreeSet::new(),
-        Ok(Err(e)) => return ServerAnswer::Unreachable(e.to_string()),
-        Err(_) => return ServerAnswer::Unreachable(format!("no answer within {timeout:?}")),
+    let name = grid.servers()[server].name();
+    let listed = within(
+        timeout,
+        name,
+        "list mutable shares",
+        storage.list_mutable_shares(storage_index),
+    );
+    let shares = match listed.await {
+        Ok(shares) => shares,
+        Err(StorageError::NotFound { .. }) => BTreeSet::new(),
+        Err(e) => return ServerAnswer::Unreachable(e.to_string()),
     };
     let reads = shares.iter().map(|&share| async move {
         let read = storage.read_mutable_share(storage_index, share, 0, INITIAL_READ);
-        let result = match tokio::time::timeout(timeout, read).await {
-            Ok(result) => result,
-            Err(_) => Err(StorageError::Timeout {
-                server: grid.servers()[server].name().to_owned(),
-                what: "read mutable share",
-                seconds: timeout.as_secs_f64(),
-            }),
-        };
-        (share, result)
+        (
+            share,
+            within(timeout, name, "read mutable share", read).await,
+        )
     });
     ServerAnswer::Shares(join_all(reads).await)
 }
@@ -241,7 +250,8 @@ fn check_share(
     share: ShareNumber,
     head: Bytes,
 ) {
-    let checkstring = head.slice(..head.len().min(57));
+    // As many bytes as the longer (SDMF) checkstring: a test against them holds whatever the share's format.
+    let checkstring = head.slice(..head.len().min(layout::SDMF_CHECKSTRING_LEN));
     match verify_head(keys, map, share, &head) {
         Ok((prefix, regions)) => map.shares.push(ShareRecord {
             server,
