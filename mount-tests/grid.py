@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -419,18 +420,41 @@ def in_parallel(items, fn):
 # Creating node directories
 
 
-def free_ports(n):
-    """n distinct free ports on 127.0.0.1 (all bound at once, so they differ)."""
-    socks = []
+def ephemeral_port_range():
+    """The kernel's range for automatically chosen local ports (outgoing connections and bind to port 0)."""
     try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(n):
+    """n distinct free ports on 127.0.0.1, chosen outside the kernel's ephemeral range.
+
+    A port from the ephemeral range can be handed to any outgoing connection between the moment we probe it and
+    the moment tahoe binds it (or while a stopped node is down), and the node then never listens. Ports below the
+    range are only ever taken by a process that asks for that number."""
+    low, high = ephemeral_port_range()
+    candidates = [p for p in range(10000, 65536) if not low <= p <= high]
+    random.shuffle(candidates)
+    ports = []
+    for port in candidates:
+        if len(ports) == n:
+            break
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            ports.append(port)
+        except OSError:
+            pass
+        finally:
             s.close()
+    if len(ports) < n:
+        raise GridError(f"only {len(ports)} free ports outside the ephemeral range {low}-{high}; need {n}")
+    return ports
 
 
 def check_port_free(node):
