@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod dirnode;
 pub mod erasure;
 pub mod grid;
+pub mod gsd;
 pub mod immutable;
 pub mod mutable;
 pub mod storage;
