@@ -4,4 +4,5 @@
 //! entries `v1.<petname>` link the readcaps of grid service announcements (GSAs): small mutable JSON files in which
 //! each storage server describes itself. `docs/gsd.md` describes the formats and the protocol.
 
+pub mod format;
 pub mod node_dir;
