@@ -137,6 +137,59 @@ fn create_secret_file(path: &Path) -> Result<(), ConfigError> {
     linked.map_err(|e| config_error(path, format!("cannot create: {e}")))
 }
 
+/// Creates `dir` (and its parents) if missing, readable by the owner only.
+pub fn create_private_dir(dir: &Path) -> Result<(), ConfigError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| config_error(dir, format!("cannot create: {e}")))
+}
+
+/// Writes `bytes` to `path` as a 0600 file, all or nothing: a temporary file beside it is written and synced,
+/// then renamed over it (`replace`) or linked into place only if nothing is there yet (`!replace`, which fails
+/// with "already exists").
+pub fn write_private_file(path: &Path, bytes: &[u8], replace: bool) -> Result<(), ConfigError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut random = [0u8; 6];
+    getrandom::fill(&mut random).map_err(|e| config_error(path, format!("no randomness: {e}")))?;
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", base32::encode(&random)));
+    let written = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    let placed = written.and_then(|()| {
+        if replace {
+            fs::rename(&temp, path)
+        } else {
+            fs::hard_link(&temp, path)
+        }
+    });
+    let _ = fs::remove_file(&temp);
+    placed.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            config_error(path, "already exists; not overwritten")
+        } else {
+            config_error(path, format!("cannot write: {e}"))
+        }
+    })?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        // The rename is durable only once the directory is synced.
+        if let Ok(dir) = fs::File::open(parent) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(())
+}
+
 /// Reads a secret in Tahoe's format (base32 text, surrounding whitespace ignored), such as a node's
 /// `private/convergence`.
 pub fn read_secret_file(path: &Path) -> Result<Secret, ConfigError> {
@@ -199,6 +252,29 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("empty")
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn private_files_are_0600_whole_and_not_clobbered_unless_asked() {
+        let dir = temp_dir("private");
+        create_private_dir(&dir).unwrap();
+        let path = dir.join("state.json");
+        write_private_file(&path, b"one", false).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let err = write_private_file(&path, b"two", false).unwrap_err();
+        assert!(err.problem.contains("already exists"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"one");
+        write_private_file(&path, b"three", true).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"three");
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary file left"
         );
         fs::remove_dir_all(&dir).unwrap();
     }

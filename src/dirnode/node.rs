@@ -135,6 +135,16 @@ impl DirectoryNode {
 
     /// Applies `changes` in order, all in one new version: if any change is refused, nothing is written.
     pub async fn modify(&self, changes: &[Change]) -> Result<(), DirectoryError> {
+        self.modify_with_params(changes, None).await
+    }
+
+    /// As [`DirectoryNode::modify`], publishing with `params` (`None` keeps the current encoding): the grid
+    /// service directory grows N with the grid.
+    pub async fn modify_with_params(
+        &self,
+        changes: &[Change],
+        params: Option<MutableParams>,
+    ) -> Result<(), DirectoryError> {
         let file = self.mutable_file().ok_or(DirectoryError::ReadOnly)?;
         let writekey = self.writekey().ok_or(DirectoryError::ReadOnly)?;
         let access = self.access;
@@ -144,7 +154,7 @@ impl DirectoryNode {
                 let new = current.directory.apply(changes, now())?;
                 Ok::<_, DirectoryError>(Some(pack(&new, Some(&writekey), false)?))
             },
-            None,
+            params,
         )
         .await?;
         Ok(())

@@ -93,10 +93,7 @@ impl Announcement {
             ));
         };
         let Some(Value::Object(ann)) = other.remove("ann") else {
-            return Err(format_error(
-                what,
-                format!("{server_id}: no `ann` mapping"),
-            ));
+            return Err(format_error(what, format!("{server_id}: no `ann` mapping")));
         };
         Ok(Announcement {
             server_id,
@@ -237,8 +234,8 @@ impl Invitation {
                 format!("longer than {MAX_INVITATION_BYTES} bytes"),
             ));
         }
-        let document: Value = serde_json::from_str(text)
-            .map_err(|e| format_error(WHAT, format!("not JSON: {e}")))?;
+        let document: Value =
+            serde_json::from_str(text).map_err(|e| format_error(WHAT, format!("not JSON: {e}")))?;
         let Value::Object(top) = document else {
             return Err(format_error(WHAT, "not a JSON object"));
         };
@@ -376,7 +373,10 @@ mod tests {
             (br#"{"v1-x": {"ann": {}}}"#.to_vec(), "v0-"),
             (br#"{"v0-short": {"ann": {}}}"#.to_vec(), "52 base32"),
             (format!(r#"{{"{SERVER}": 3}}"#).into_bytes(), "mapping"),
-            (format!(r#"{{"{SERVER}": {{"ann": []}}}}"#).into_bytes(), "ann"),
+            (
+                format!(r#"{{"{SERVER}": {{"ann": []}}}}"#).into_bytes(),
+                "ann",
+            ),
             (vec![b' '; MAX_ANNOUNCEMENT_BYTES + 1], "allowed"),
         ];
         for (bytes, expected) in cases {
@@ -436,7 +436,8 @@ mod tests {
 
         let furl = "pb://5tle46leisxf2nljqldkdeucnvrc73wk@tcp:127.0.0.1:24601/swiss";
         let cap = Cap::Directory(FileCap::Mutable(gsd_readcap())).to_string();
-        let mixed = format!(r#"{{"version": 1, "cap": "{cap}", "furls": ["{furl}", "{NURL}", 7]}}"#);
+        let mixed =
+            format!(r#"{{"version": 1, "cap": "{cap}", "furls": ["{furl}", "{NURL}", 7]}}"#);
         let parsed = Invitation::parse(&mixed).unwrap();
         assert_eq!(parsed.bootstrap.len(), 1);
         assert_eq!(parsed.skipped.len(), 2, "{:?}", parsed.skipped);
@@ -447,12 +448,30 @@ mod tests {
         }))
         .to_string();
         let cases = [
-            (format!(r#"{{"version": 2, "cap": "{cap}", "furls": ["{NURL}"]}}"#), "version 2"),
-            (format!(r#"{{"cap": "{cap}", "furls": ["{NURL}"]}}"#), "version"),
-            (format!(r#"{{"version": 1, "cap": "{writecap}", "furls": ["{NURL}"]}}"#), "writecap"),
-            (format!(r#"{{"version": 1, "cap": "URI:LIT:mfrgg", "furls": ["{NURL}"]}}"#), "readcap"),
-            (format!(r#"{{"version": 1, "cap": "{cap}", "furls": ["{furl}"]}}"#), "no usable"),
-            (format!(r#"{{"version": 1, "cap": "{cap}", "furls": []}}"#), "empty"),
+            (
+                format!(r#"{{"version": 2, "cap": "{cap}", "furls": ["{NURL}"]}}"#),
+                "version 2",
+            ),
+            (
+                format!(r#"{{"cap": "{cap}", "furls": ["{NURL}"]}}"#),
+                "version",
+            ),
+            (
+                format!(r#"{{"version": 1, "cap": "{writecap}", "furls": ["{NURL}"]}}"#),
+                "writecap",
+            ),
+            (
+                format!(r#"{{"version": 1, "cap": "URI:LIT:mfrgg", "furls": ["{NURL}"]}}"#),
+                "readcap",
+            ),
+            (
+                format!(r#"{{"version": 1, "cap": "{cap}", "furls": ["{furl}"]}}"#),
+                "no usable",
+            ),
+            (
+                format!(r#"{{"version": 1, "cap": "{cap}", "furls": []}}"#),
+                "empty",
+            ),
             (format!(r#"{{"version": 1, "cap": "{cap}"}}"#), "furls"),
             ("[]".to_owned(), "object"),
             ("{".to_owned(), "JSON"),
@@ -460,7 +479,10 @@ mod tests {
         for (text, expected) in cases {
             let err = Invitation::parse(&text).unwrap_err();
             assert!(err.problem.contains(expected), "{err} lacks {expected}");
-            assert!(!err.to_string().contains(&writecap[14..]), "{err} leaks the writecap");
+            assert!(
+                !err.to_string().contains(&writecap[14..]),
+                "{err} leaks the writecap"
+            );
         }
     }
 }

@@ -242,7 +242,9 @@ impl MutableFile {
         self.read_from(&map).await
     }
 
-    async fn read_from(&self, map: &ServerMap) -> Result<Version, MutableError> {
+    /// Reads the newest recoverable version of `map` (from [`MutableFile::servermap`]): for callers that also
+    /// want to know which server offered which version.
+    pub async fn read_from(&self, map: &ServerMap) -> Result<Version, MutableError> {
         let (prefix, records) = map.best_recoverable().ok_or_else(|| self.not_found(map))?;
         let contents = retrieve::retrieve(
             &self.grid,
