@@ -11,7 +11,6 @@ use crate::config::ConfigDir;
 use crate::dirnode::{Change, Child, Directory, DirectoryNode, Entry, Replace, split_path};
 use crate::grid::client::Grid;
 use crate::mutable::{MutableOptions, MutableParams};
-use crate::storage::gbs::GbsOptions;
 
 /// Options for operations that only read: no lease is taken, so no secret is needed (or made).
 pub(super) fn read_options() -> MutableOptions {
@@ -25,7 +24,7 @@ pub(super) fn write_options(config_dir: Option<&Path>) -> anyhow::Result<Mutable
 }
 
 pub(super) fn connect(servers: &ServerArgs) -> anyhow::Result<Grid> {
-    Ok(Grid::connect(servers.load()?, &GbsOptions::default())?)
+    servers.connect()
 }
 
 /// A `CAP[/path]` argument (`-` reads a bare cap from standard input).

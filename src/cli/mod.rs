@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod directories;
+mod gsd;
 mod transfer;
 
 /// Mount a Tahoe-LAFS grid, found through its grid service directory instead of an introducer.
@@ -131,6 +132,32 @@ enum Command {
         source: String,
         dest: String,
     },
+    /// Run a grid service directory (GSD): the grid operator's commands.
+    Gsd {
+        #[command(subcommand)]
+        command: gsd::GsdCommand,
+    },
+    /// Publish this storage node's announcement (GSA) to the grid and print its readcap (for `gsd enroll`).
+    ///
+    /// Reads a stock Tahoe-LAFS storage node's directory. Idempotent: the first run creates the announcement and
+    /// saves its writecap (0600); later runs rewrite it when the node changed and push it to servers that joined
+    /// since, so a timer can run it.
+    Announce {
+        /// The Tahoe node's base directory.
+        #[arg(long, value_name = "DIR")]
+        node_dir: PathBuf,
+        /// The grid: an invitation (its JSON text, or @FILE holding it), or the GSD readcap with --bootstrap.
+        #[arg(long, value_name = "INVITATION")]
+        grid: String,
+        /// A server to read the GSD from (NURL); may be given several times.
+        #[arg(long = "bootstrap", value_name = "NURL")]
+        bootstrap: Vec<String>,
+        /// Where the announcement's writecap is kept (default: DIR/private/gsa.writecap).
+        #[arg(long, value_name = "FILE")]
+        gsa_writecap_file: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Unlink DIRCAP/path (the file or directory itself stays on the grid until its leases expire).
     Rm {
         #[command(flatten)]
@@ -157,9 +184,18 @@ impl From<FormatArg> for crate::cap::MutableFormat {
     }
 }
 
-/// Which storage servers to use (until grids are found through a grid service directory).
+/// Which storage servers to use: a grid (found through its grid service directory), or servers named directly.
 #[derive(clap::Args, Debug)]
 struct ServerArgs {
+    /// The grid: an invitation (its JSON text, or @FILE holding it), or the GSD readcap with --bootstrap.
+    #[arg(long, value_name = "INVITATION")]
+    grid: Option<String>,
+    /// A server to read the GSD from first (NURL); may be given several times; added to the invitation's.
+    #[arg(long = "bootstrap", value_name = "NURL", requires = "grid")]
+    bootstrap: Vec<String>,
+    /// Use the cached server list without asking the grid if it was read less than this many seconds ago.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, requires = "grid")]
+    grid_max_age: u64,
     /// A server's NURL (pb://<key hash>@host:port/<swissnum>#v=1); may be given several times.
     #[arg(long = "server", value_name = "NURL")]
     servers: Vec<String>,
@@ -245,6 +281,20 @@ pub fn run() -> ExitCode {
             config,
             target,
         } => directories::rm(&servers, config.config_dir.as_deref(), &target),
+        Command::Gsd { command } => gsd::run(command),
+        Command::Announce {
+            node_dir,
+            grid,
+            bootstrap,
+            gsa_writecap_file,
+            config,
+        } => gsd::announce(
+            &node_dir,
+            &grid,
+            &bootstrap,
+            gsa_writecap_file.as_deref(),
+            config.config_dir.as_deref(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -256,8 +306,39 @@ pub fn run() -> ExitCode {
 }
 
 impl ServerArgs {
-    /// The servers named by `--server` and `--servers-file`; at least one.
+    /// The servers to use: the grid's enrolled servers (read through its GSD, or from the cache when it is fresh
+    /// or the grid cannot be reached), or those named by `--server` and `--servers-file`; at least one.
     fn load(&self) -> anyhow::Result<Vec<crate::grid::ServerInfo>> {
+        match self.join_grid()? {
+            Some(client) => Ok(client.view().server_infos()),
+            None => self.named_servers(),
+        }
+    }
+
+    /// The storage clients for [`ServerArgs::load`]'s servers (the grid's, reusing the connections bootstrap made).
+    fn connect(&self) -> anyhow::Result<crate::grid::client::Grid> {
+        match self.join_grid()? {
+            Some(client) => Ok(client.grid()),
+            None => Ok(crate::grid::client::Grid::connect(
+                self.named_servers()?,
+                &crate::storage::gbs::GbsOptions::default(),
+            )?),
+        }
+    }
+
+    /// With `--grid`: the grid joined, its server list at most `--grid-max-age` old if any server answers.
+    fn join_grid(&self) -> anyhow::Result<Option<gsd::Joined>> {
+        let Some(grid) = &self.grid else {
+            return Ok(None);
+        };
+        anyhow::ensure!(
+            self.servers.is_empty() && self.servers_file.is_none(),
+            "give either --grid or --server/--servers-file, not both"
+        );
+        gsd::join(grid, &self.bootstrap, self.grid_max_age).map(Some)
+    }
+
+    fn named_servers(&self) -> anyhow::Result<Vec<crate::grid::ServerInfo>> {
         use anyhow::Context;
         let mut servers = Vec::new();
         for text in &self.servers {
@@ -274,14 +355,13 @@ impl ServerArgs {
         }
         anyhow::ensure!(
             !servers.is_empty(),
-            "no servers given: use --server NURL or --servers-file servers.yaml"
+            "no servers given: use --grid INVITATION, --server NURL or --servers-file servers.yaml"
         );
         Ok(servers)
     }
 }
 
 fn list_servers(servers: &ServerArgs, timeout: f64) -> anyhow::Result<()> {
-    let servers = servers.load()?;
     anyhow::ensure!(
         timeout.is_finite() && timeout > 0.0,
         "--timeout must be a positive number of seconds"
@@ -293,6 +373,10 @@ fn list_servers(servers: &ServerArgs, timeout: f64) -> anyhow::Result<()> {
         read_retries: 0,
         ..Default::default()
     };
+    if let Some(joined) = servers.join_grid()? {
+        return gsd::list_grid_servers(&joined, &options);
+    }
+    let servers = servers.load()?;
     let results = runtime()?.block_on(crate::grid::probe::probe_all(servers, &options));
     println!(
         "{:<24} {:<20} {:>12} {:>10}",
@@ -323,14 +407,21 @@ fn list_servers(servers: &ServerArgs, timeout: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The async runtime for one command: one thread is plenty for network waits (uploads encode on threads of their
-/// own), and wakeups handed between runtime threads cost CPU (a download measured 5-10% less CPU per MB).
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    use anyhow::Context;
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+/// The async runtime of this command, shared by every step of it (so connections opened while bootstrapping
+/// serve the transfers too): one thread is plenty for network waits (uploads encode on threads of their own), and
+/// wakeups handed between runtime threads cost CPU (a download measured 5-10% less CPU per MB).
+fn runtime() -> anyhow::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
 }
 
 fn human_bytes(n: u64) -> String {

@@ -18,7 +18,6 @@ use crate::immutable::download::{ChkReader, DownloadOptions};
 use crate::immutable::params::EncodingParams;
 use crate::immutable::upload::{UploadOptions, upload_file};
 use crate::mutable::{MutableFile, MutableParams};
-use crate::storage::gbs::GbsOptions;
 
 /// Transfers shorter than this show no progress line.
 const PROGRESS_THRESHOLD: u64 = 4 << 20;
@@ -57,7 +56,7 @@ pub(super) fn put(
         _ => (spool_stdin()?, "standard input".to_owned()),
     };
     let size = source.metadata()?.len();
-    let grid = Grid::connect(servers.load()?, &GbsOptions::default())?;
+    let grid = servers.connect()?;
     let mut options = UploadOptions::new(convergence, lease_secret);
     options.params = params;
     let progress = Progress::start("put", size);
@@ -154,7 +153,7 @@ pub(super) fn get(servers: &ServerArgs, source: &str, file: Option<&Path>) -> an
             Ok(())
         }),
         FileCap::Chk(chk) => {
-            let grid = Grid::connect(servers.load()?, &GbsOptions::default())?;
+            let grid = servers.connect()?;
             let runtime = runtime()?;
             let reader = runtime
                 .block_on(ChkReader::open(grid, *chk, DownloadOptions::default()))

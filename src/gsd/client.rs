@@ -30,8 +30,6 @@ use crate::storage::{StorageError, StorageServer};
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(300);
 /// GSA reads in flight at once during a refresh.
 const PARALLEL_READS: usize = 32;
-/// Servers asked for the GSD in the first round: the bootstrap servers and known ones up to this many.
-const FIRST_ROUND: usize = 3;
 
 /// Why a grid cannot be joined or refreshed.
 #[derive(Debug, thiserror::Error)]
@@ -310,14 +308,10 @@ impl GsdClient {
         let old_view = self.view();
         let candidates = self.candidates(&old_view, &mut state, &mut report.warnings);
 
+        // Every known server is asked for the GSD: a server that missed publishes must not decide what the client
+        // sees, and the newest version anyone offers wins (older ones are passed over).
         let floor = state.cache.floor(&self.source.gsd);
-        let first_round = candidates
-            .len()
-            .min(FIRST_ROUND.max(self.source.bootstrap.len()));
-        let batches = vec![
-            candidates[..first_round].to_vec(),
-            candidates[first_round..].to_vec(),
-        ];
+        let batches = vec![candidates.clone()];
         let read = read_newest(
             batches,
             self.source.gsd,
@@ -353,8 +347,19 @@ impl GsdClient {
         let found = gsd_entries(&listing.directory);
         report.warnings.extend(found.warnings);
 
+        // A server's own copy of its announcement is the one it keeps current, so it is asked first.
+        let own: Vec<Option<usize>> = found
+            .entries
+            .iter()
+            .map(|entry| {
+                let known = old_view.servers.iter().find(|s| s.petname == entry.petname)?;
+                candidates
+                    .iter()
+                    .position(|c| c.info.server_id == known.info.server_id)
+            })
+            .collect();
         let gsas = self
-            .read_announcements(&found.entries, &candidates, &holders, &state.cache)
+            .read_announcements(&found.entries, &own, &candidates, &holders, &state.cache)
             .await;
         let mut cache = state.cache.clone();
         cache.raise_floor(&self.source.gsd, gsd.seqnum);
@@ -486,10 +491,13 @@ impl GsdClient {
         out
     }
 
-    /// Every entry's GSA, each from one server first: a server that served the GSD (taking turns), then the others.
+    /// Every entry's GSA: first from the server itself (when known) and one server that served the GSD (taking
+    /// turns), then from two more, then from all the others. A server seen for the first time is then asked for a
+    /// newer copy of its own announcement.
     async fn read_announcements(
         &self,
         entries: &[GsdEntry],
+        own: &[Option<usize>],
         candidates: &[GridServer],
         holders: &[usize],
         cache: &GridCache,
@@ -497,15 +505,19 @@ impl GsdClient {
         let limit = Arc::new(Semaphore::new(PARALLEL_READS));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, entry) in entries.iter().enumerate() {
-            let first = holders.get(i % holders.len().max(1)).copied().unwrap_or(0);
-            let mut rest: Vec<GridServer> = candidates.to_vec();
-            let mut batches = Vec::new();
-            if first < rest.len() {
-                batches.push(vec![rest.remove(first)]);
+            let holder = holders.get(i % holders.len().max(1)).copied();
+            let mut first: Vec<usize> = own[i].into_iter().collect();
+            if let Some(h) = holder.filter(|h| !first.contains(h)) {
+                first.push(h);
             }
-            let second = rest.len().min(2);
-            batches.push(rest.drain(..second).collect());
-            batches.push(rest);
+            let mut rest: Vec<usize> = (0..candidates.len()).filter(|c| !first.contains(c)).collect();
+            let second: Vec<usize> = rest.drain(..rest.len().min(2)).collect();
+            let pick = |indices: &[usize]| -> Vec<GridServer> {
+                indices.iter().map(|&c| candidates[c].clone()).collect()
+            };
+            let batches = vec![pick(&first), pick(&second), pick(&rest)];
+            let asked_itself = own[i].is_some();
+            let connector = self.connector.clone();
             let cap = entry.announcement;
             let floor = cache.floor(&cap);
             let options = self.options.clone();
@@ -515,9 +527,20 @@ impl GsdClient {
                 let _permit = limit.acquire_owned().await;
                 let mut warnings = Vec::new();
                 let read = read_newest(batches, cap, floor, &what, &options, &mut warnings).await;
-                let outcome = read
+                let mut outcome = read
                     .map(|(version, _)| version)
                     .ok_or_else(|| format!("cannot read {what} ({})", warnings.join("; ")));
+                if let Ok(version) = &outcome
+                    && !asked_itself
+                    && let Some(itself) = own_server(&version.contents, &*connector)
+                {
+                    let mut ignored = Vec::new();
+                    if let Some((newer, _)) =
+                        read_newest(vec![vec![itself]], cap, version.seqnum + 1, &what, &options, &mut ignored).await
+                    {
+                        outcome = Ok(newer);
+                    }
+                }
                 (i, outcome)
             });
         }
@@ -597,9 +620,8 @@ async fn read_newest(
                 names[server]
             ));
         }
-        for (server, why) in &map.unreachable {
-            warnings.push(format!("{}: {why}", names[*server]));
-        }
+        // The storage error already names the server.
+        warnings.extend(map.unreachable.values().cloned());
         let newest = map.best_recoverable().map(|(prefix, _)| prefix.seqnum);
         if newest.is_some_and(|seqnum| seqnum >= floor) {
             match file.read_from(&map).await {
@@ -620,6 +642,13 @@ async fn read_newest(
         offset += size;
     }
     None
+}
+
+/// The storage client of the server an announcement describes, if it can be made.
+fn own_server(contents: &[u8], connector: &dyn Connector) -> Option<GridServer> {
+    let info = Announcement::parse(contents, "").ok()?.server_info().ok()?;
+    let storage = connector.connect(&info).ok()?;
+    Some(GridServer::new(info, storage))
 }
 
 /// A server from its announcement, unless it is unusable or another petname already announced the same server.
