@@ -31,7 +31,8 @@ impl TempDir {
     fn new(what: &str) -> TempDir {
         static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("tahoe-mount-gsd-{what}-{}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("tahoe-mount-gsd-{what}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -123,9 +124,15 @@ impl World {
 
     async fn enroll(&mut self, i: usize) {
         let gsa = self.gsas[&i];
-        operator::enroll(&self.state, &petname(i), gsa, self.connector.clone(), options())
-            .await
-            .unwrap();
+        operator::enroll(
+            &self.state,
+            &petname(i),
+            gsa,
+            self.connector.clone(),
+            options(),
+        )
+        .await
+        .unwrap();
         self.enrolled.insert(petname(i), self.nicknames[&i].clone());
     }
 
@@ -195,7 +202,10 @@ fn a_fresh_client_finds_every_server_and_a_cached_one_needs_no_bootstrap_server(
         assert_eq!(again.grid().len(), 5, "the cache alone gives the servers");
         let report = again.refresh().await.unwrap();
         assert_eq!(report.gsd_seqnum, client.view().gsd_seqnum);
-        assert!(report.warnings.iter().any(|w| w.contains("mem0")), "{report:?}");
+        assert!(
+            report.warnings.iter().any(|w| w.contains("mem0")),
+            "{report:?}"
+        );
         // A fresh client whose only bootstrap server is down fails, saying so.
         let fresh = TempDir::new("fresh");
         let err = world.client(&fresh).refresh().await.unwrap_err();
@@ -258,9 +268,14 @@ fn hostile_announcements_and_entries_are_skipped_with_a_warning() {
             tahoe_mount::cap::MutableFormat::Sdmf,
             3,
         );
-        let garbage = tahoe_mount::mutable::MutableFile::create(grid.clone(), b"\xff not json", params, options())
-            .await
-            .unwrap();
+        let garbage = tahoe_mount::mutable::MutableFile::create(
+            grid.clone(),
+            b"\xff not json",
+            params,
+            options(),
+        )
+        .await
+        .unwrap();
         let twin_text = tahoe_mount::gsd::format::Announcement::new(
             &server_id_of("mem0"),
             ann_of("mem0", "twin", &world.nurls[0]),
@@ -269,9 +284,15 @@ fn hostile_announcements_and_entries_are_skipped_with_a_warning() {
         let twin = tahoe_mount::mutable::MutableFile::create(grid, &twin_text, params, options())
             .await
             .unwrap();
-        operator::enroll(&world.state, "bad", garbage.cap().readonly(), world.connector.clone(), options())
-            .await
-            .unwrap_err();
+        operator::enroll(
+            &world.state,
+            "bad",
+            garbage.cap().readonly(),
+            world.connector.clone(),
+            options(),
+        )
+        .await
+        .unwrap_err();
         // The operator refuses both; a hostile operator could still link them, so link them directly.
         let gsd = tahoe_mount::dirnode::DirectoryNode::open(
             common::memory::grid_of(&world.servers),
@@ -288,16 +309,35 @@ fn hostile_announcements_and_entries_are_skipped_with_a_warning() {
             metadata: None,
             replace: tahoe_mount::dirnode::Replace::Always,
         };
-        gsd.modify(&[link("v1.bad", *garbage.cap()), link("v1.twin", *twin.cap()), link("notes", *garbage.cap())])
-            .await
-            .unwrap();
+        gsd.modify(&[
+            link("v1.bad", *garbage.cap()),
+            link("v1.twin", *twin.cap()),
+            link("notes", *garbage.cap()),
+        ])
+        .await
+        .unwrap();
         let cache = TempDir::new("cache");
         let client = world.client(&cache);
         let report = client.refresh().await.unwrap();
         assert_eq!(World::seen(&client), world.enrolled, "{report:?}");
-        assert!(report.warnings.iter().any(|w| w.contains("\"bad\"") && w.contains("not")), "{report:?}");
-        assert!(report.warnings.iter().any(|w| w.contains("\"twin\"") && w.contains("same server")), "{report:?}");
-        assert!(!report.warnings.iter().any(|w| w.contains("notes")), "other names are ignored quietly");
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("\"bad\"") && w.contains("not")),
+            "{report:?}"
+        );
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("\"twin\"") && w.contains("same server")),
+            "{report:?}"
+        );
+        assert!(
+            !report.warnings.iter().any(|w| w.contains("notes")),
+            "other names are ignored quietly"
+        );
     });
 }
 

@@ -33,7 +33,9 @@ pub(super) fn join(grid: &str, bootstrap: &[String], max_age: u64) -> anyhow::Re
     warnings.iter().for_each(|w| warn(w));
     let cache_dir = crate::gsd::cache::default_cache_dir();
     if cache_dir.is_none() {
-        warn("no cache directory (HOME is not set): the server list is not kept for the next start");
+        warn(
+            "no cache directory (HOME is not set): the server list is not kept for the next start",
+        );
     }
     let (client, warnings) =
         GsdClient::new(source, connector(), cache_dir.as_deref(), read_options());
@@ -186,7 +188,12 @@ pub(super) fn run(command: GsdCommand) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let options = write_options(config.config_dir.as_deref())?;
             let created = runtime()?
-                .block_on(operator::create(&state.state, nurls, &*connector(), options))
+                .block_on(operator::create(
+                    &state.state,
+                    nurls,
+                    &*connector(),
+                    options,
+                ))
                 .context("cannot create the GSD")?;
             eprintln!(
                 "tahoe-mount: the GSD's writecap is in {}: back it up; losing it means a new GSD and new \
@@ -275,7 +282,8 @@ pub(super) fn run(command: GsdCommand) -> anyhow::Result<()> {
                 let down = unreachable
                     .iter()
                     .any(|u| u.starts_with(&format!("{}:", server.info.display_name())));
-                let nurls: Vec<String> = server.info.nurls.iter().map(ToString::to_string).collect();
+                let nurls: Vec<String> =
+                    server.info.nurls.iter().map(ToString::to_string).collect();
                 println!(
                     "{:<16} {:<56} {:<16} {:<9}  {}",
                     server.petname,

@@ -352,7 +352,10 @@ impl GsdClient {
             .entries
             .iter()
             .map(|entry| {
-                let known = old_view.servers.iter().find(|s| s.petname == entry.petname)?;
+                let known = old_view
+                    .servers
+                    .iter()
+                    .find(|s| s.petname == entry.petname)?;
                 candidates
                     .iter()
                     .position(|c| c.info.server_id == known.info.server_id)
@@ -510,7 +513,9 @@ impl GsdClient {
             if let Some(h) = holder.filter(|h| !first.contains(h)) {
                 first.push(h);
             }
-            let mut rest: Vec<usize> = (0..candidates.len()).filter(|c| !first.contains(c)).collect();
+            let mut rest: Vec<usize> = (0..candidates.len())
+                .filter(|c| !first.contains(c))
+                .collect();
             let second: Vec<usize> = rest.drain(..rest.len().min(2)).collect();
             let pick = |indices: &[usize]| -> Vec<GridServer> {
                 indices.iter().map(|&c| candidates[c].clone()).collect()
@@ -535,8 +540,15 @@ impl GsdClient {
                     && let Some(itself) = own_server(&version.contents, &*connector)
                 {
                     let mut ignored = Vec::new();
-                    if let Some((newer, _)) =
-                        read_newest(vec![vec![itself]], cap, version.seqnum + 1, &what, &options, &mut ignored).await
+                    if let Some((newer, _)) = read_newest(
+                        vec![vec![itself]],
+                        cap,
+                        version.seqnum + 1,
+                        &what,
+                        &options,
+                        &mut ignored,
+                    )
+                    .await
                     {
                         outcome = Ok(newer);
                     }

@@ -34,8 +34,8 @@ pub mod addressed {
     use std::sync::{Arc, Mutex};
 
     use sha2::Digest;
-    use tahoe_mount::gsd::client::Connector;
     use tahoe_mount::grid::ServerInfo;
+    use tahoe_mount::gsd::client::Connector;
     use tahoe_mount::storage::memory::MemoryServer;
     use tahoe_mount::storage::nurl::Nurl;
     use tahoe_mount::storage::{StorageError, StorageServer};
@@ -56,7 +56,11 @@ pub mod addressed {
     }
 
     /// The `ann` a real node would announce, for memory server `name` at `nurl`.
-    pub fn ann_of(name: &str, nickname: &str, nurl: &Nurl) -> serde_json::Map<String, serde_json::Value> {
+    pub fn ann_of(
+        name: &str,
+        nickname: &str,
+        nurl: &Nurl,
+    ) -> serde_json::Map<String, serde_json::Value> {
         let seed = sha2::Sha256::digest(format!("seed {name}").as_bytes());
         serde_json::json!({
             "anonymous-storage-NURLs": [nurl.to_string()],
@@ -77,7 +81,10 @@ pub mod addressed {
 
     impl MemoryConnector {
         pub fn add(&self, nurl: &Nurl, server: Arc<MemoryServer>) {
-            self.servers.lock().unwrap().insert(nurl.to_string(), server);
+            self.servers
+                .lock()
+                .unwrap()
+                .insert(nurl.to_string(), server);
         }
     }
 

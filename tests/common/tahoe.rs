@@ -221,7 +221,7 @@ fn http(base: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     (status, body)
 }
 
-fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
+pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
