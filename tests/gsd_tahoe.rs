@@ -199,7 +199,10 @@ fn an_introducer_less_grid_from_one_invitation() {
     rt.block_on(bob.refresh()).unwrap();
     assert_eq!(bob.grid().len(), 5);
     let mut changes = bob.subscribe();
-    let poller = rt.block_on(async { bob.spawn_poller(Duration::from_millis(500), |_| {}) });
+    let poller = {
+        let _in_runtime = rt.enter();
+        bob.spawn_poller(Duration::from_millis(500), |_| {})
+    };
     let gsa5 = announce(&operator, &servers[5].basedir, &invite_arg);
     operator.ok(&[
         "gsd",
