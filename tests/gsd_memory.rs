@@ -363,7 +363,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
 
     /// Whatever happened (enrolments, removals, announcements changed, servers lost and come back stale), once
     /// every server is up and has re-announced (as their timers do), one poll brings the client to the GSD.
