@@ -26,6 +26,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::grid::LocalGrid;
@@ -147,7 +148,7 @@ fn gsa_caps(listing: &[u8]) -> Vec<String> {
 }
 
 fn real_grid(rt: &tokio::runtime::Runtime, quick: bool) {
-    let runs = if quick { 3 } else { 9 };
+    let runs = if quick { 3 } else { 15 };
     let cheap_runs = if quick { 10 } else { 200 };
     let started = Instant::now();
     let grid = LocalGrid::start(5);
@@ -184,7 +185,8 @@ fn real_grid(rt: &tokio::runtime::Runtime, quick: bool) {
     let mut notes = Notes::default();
     let (source, warnings) = GridSource::parse(&invitation, &[]).expect("the invitation parses");
     notes.add("invitation", warnings);
-    let connector: Arc<dyn Connector> = Arc::new(GbsConnector(Default::default()));
+    let counting = Arc::new(CountingConnector::new(GbsConnector(Default::default())));
+    let connector: Arc<dyn Connector> = counting.clone();
     let options = MutableOptions::new(Vec::new());
     let new_client = |cache: &Path| {
         GsdClient::new(
@@ -238,14 +240,17 @@ fn real_grid(rt: &tokio::runtime::Runtime, quick: bool) {
     );
 
     // Ours, fresh: a new client and an empty cache each run (new TLS connections included, as a first start has).
-    let (fresh, (report, _dir)) = median_of(
+    let (fresh, (report, fresh_clients, _dir)) = median_of(
         runs,
-        || TempDir::new("gsd-bench-fresh"),
+        || {
+            counting.reset();
+            TempDir::new("gsd-bench-fresh")
+        },
         |dir| {
             let (client, warnings) = new_client(dir.path());
             let report = rt.block_on(client.refresh()).expect("bootstrap");
             assert_eq!(client.grid().len(), 5, "{report:?} {warnings:?}");
-            (report, dir)
+            (report, counting.made(), dir)
         },
     );
     notes.add("fresh refresh", report.warnings);
@@ -295,10 +300,13 @@ fn real_grid(rt: &tokio::runtime::Runtime, quick: bool) {
     // A running client's poll: its connections are open, as the peer's are.
     let (current, _) = new_client(filled.path());
     rt.block_on(current.refresh()).expect("refresh");
-    let (poll, report) = median_of(
+    let (poll, (report, poll_clients)) = median_of(
         runs,
-        || (),
-        |()| rt.block_on(current.refresh()).expect("poll"),
+        || counting.reset(),
+        |()| {
+            let report = rt.block_on(current.refresh()).expect("poll");
+            (report, counting.made())
+        },
     );
     notes.add("poll", report.warnings);
     row(
@@ -413,7 +421,8 @@ fn real_grid(rt: &tokio::runtime::Runtime, quick: bool) {
         Some(peer_sequential),
     );
     println!(
-        "(tahoe: a running client node with its connections open; ours opens its own, except in a poll)"
+        "(tahoe: a running client node with its connections open; ours opens its own, except in a poll. Storage \
+         clients (connections) ours made: {fresh_clients} in a fresh refresh(), {poll_clients} in a poll; 5 servers)"
     );
     println!(
         "(setup: 5 nodes, gsd create, 5 announce + enroll through the CLI, Tahoe client node: {:.1} s; \
@@ -423,11 +432,45 @@ fn real_grid(rt: &tokio::runtime::Runtime, quick: bool) {
     notes.print();
 }
 
+/// Counts the storage clients a GSD client makes: each is a connection to come on a real grid (a TLS handshake
+/// with a Tahoe node costs tens of milliseconds), so one made and dropped is wasted.
+struct CountingConnector<C> {
+    inner: C,
+    made: AtomicU64,
+}
+
+impl<C> CountingConnector<C> {
+    fn new(inner: C) -> Self {
+        CountingConnector {
+            inner,
+            made: AtomicU64::new(0),
+        }
+    }
+
+    fn reset(&self) {
+        self.made.store(0, Ordering::Relaxed);
+    }
+
+    fn made(&self) -> u64 {
+        self.made.load(Ordering::Relaxed)
+    }
+}
+
+impl<C: Connector> Connector for CountingConnector<C> {
+    fn connect(
+        &self,
+        info: &tahoe_mount::grid::ServerInfo,
+    ) -> Result<Arc<dyn StorageServer>, tahoe_mount::storage::StorageError> {
+        self.made.fetch_add(1, Ordering::Relaxed);
+        self.inner.connect(info)
+    }
+}
+
 /// An in-memory grid of `n` servers whose GSD (created on server 0, the invitation's one server) lists all of
 /// them, every GSD and GSA 1-of-n.
 struct World {
     servers: Vec<Arc<MemoryServer>>,
-    connector: Arc<MemoryConnector>,
+    connector: Arc<CountingConnector<MemoryConnector>>,
     source: GridSource,
     /// The GSD's size, to read the request counts by.
     gsd_bytes: usize,
@@ -442,7 +485,7 @@ fn options() -> MutableOptions {
 /// whole GSD, so enrolling N servers one by one costs O(N²) and would be most of the bench. Every GSA is made
 /// directly, and all N entries are linked in one publish.
 async fn build_world(n: usize) -> World {
-    let connector = Arc::new(MemoryConnector::default());
+    let connector = Arc::new(CountingConnector::new(MemoryConnector::default()));
     let mut servers = Vec::new();
     let mut grid_servers = Vec::new();
     let mut announcements = Vec::new();
@@ -450,7 +493,7 @@ async fn build_world(n: usize) -> World {
         let name = format!("mem{i}");
         let server = Arc::new(MemoryServer::new(&name));
         let nurl = nurl_of(&name, 10000 + i as u16);
-        connector.add(&nurl, server.clone());
+        connector.inner.add(&nurl, server.clone());
         let announcement = Announcement::new(
             &server_id_of(&name),
             ann_of(&name, &format!("nick{i}"), &nurl),
@@ -536,20 +579,25 @@ impl World {
 
     fn reset_calls(&self) {
         self.servers.iter().for_each(|s| s.reset_calls());
+        self.connector.reset();
     }
 
-    fn calls(&self) -> u64 {
-        self.servers.iter().map(|s| s.total_calls()).sum()
+    /// Storage requests summed over every server, and storage clients made, since `reset_calls`.
+    fn calls(&self) -> (u64, u64) {
+        (
+            self.servers.iter().map(|s| s.total_calls()).sum(),
+            self.connector.made(),
+        )
     }
 }
 
 struct MemoryRow {
     n: usize,
     fresh: Duration,
-    fresh_calls: u64,
+    fresh_calls: (u64, u64),
     from_cache: Duration,
     poll: Duration,
-    poll_calls: u64,
+    poll_calls: (u64, u64),
     gsd_bytes: usize,
 }
 
@@ -620,7 +668,7 @@ fn memory_grids(rt: &tokio::runtime::Runtime, quick: bool) {
     } else {
         &[10, 50, 100, 200]
     };
-    let runs = if quick { 3 } else { 7 };
+    let runs = if quick { 3 } else { 9 };
     let mut notes = Notes::default();
     let rows: Vec<MemoryRow> = sizes
         .iter()
@@ -636,51 +684,63 @@ fn memory_grids(rt: &tokio::runtime::Runtime, quick: bool) {
         }
     );
     println!(
-        "{:>5} {:>11} {:>9} {:>12} {:>11} {:>11} {:>9} {:>10} {:>10}",
+        "{:>5} | {:>11} {:>9} {:>8} {:>10} | {:>11} | {:>11} {:>9} {:>8} {:>10} | {:>9}",
         "N",
         "fresh",
         "requests",
-        "per server",
+        "clients",
+        "µs/server",
         "from cache",
         "poll",
         "requests",
-        "per server",
+        "clients",
+        "µs/server",
         "GSD bytes"
     );
     for r in &rows {
         let per = |d: Duration| d.as_secs_f64() * 1e6 / r.n as f64;
         println!(
-            "{:>5} {:>8.2} ms {:>9} {:>9.0} µs {:>8.3} ms {:>8.2} ms {:>9} {:>7.0} µs {:>10}",
+            "{:>5} | {:>8.2} ms {:>9} {:>8} {:>10.0} | {:>8.3} ms | {:>8.2} ms {:>9} {:>8} {:>10.0} | {:>9}",
             r.n,
             ms(r.fresh),
-            r.fresh_calls,
+            r.fresh_calls.0,
+            r.fresh_calls.1,
             per(r.fresh),
             ms(r.from_cache),
             ms(r.poll),
-            r.poll_calls,
+            r.poll_calls.0,
+            r.poll_calls.1,
             per(r.poll),
             r.gsd_bytes
         );
     }
     let (first, last) = (&rows[0], &rows[rows.len() - 1]);
     let growth = |a: f64, b: f64| b / a.max(1e-12);
+    let per_server = |calls: u64, n: usize| calls as f64 / n as f64;
     println!(
-        "scaling N = {} → {} ({:.0}x servers): fresh bootstrap {:.1}x time, {:.1}x requests ({:.1} → {:.1} per server); \
-         poll {:.1}x time, {:.1}x requests ({:.1} → {:.1} per server)",
+        "scaling N = {} → {} ({:.0}x servers): fresh bootstrap {:.1}x time ({:.0} → {:.0} µs per server), {:.1}x \
+         requests ({:.1} → {:.1} per server); poll {:.1}x time ({:.0} → {:.0} µs per server), {:.1}x requests \
+         ({:.1} → {:.1} per server)",
         first.n,
         last.n,
         growth(first.n as f64, last.n as f64),
         growth(ms(first.fresh), ms(last.fresh)),
-        growth(first.fresh_calls as f64, last.fresh_calls as f64),
-        first.fresh_calls as f64 / first.n as f64,
-        last.fresh_calls as f64 / last.n as f64,
+        first.fresh.as_secs_f64() * 1e6 / first.n as f64,
+        last.fresh.as_secs_f64() * 1e6 / last.n as f64,
+        growth(first.fresh_calls.0 as f64, last.fresh_calls.0 as f64),
+        per_server(first.fresh_calls.0, first.n),
+        per_server(last.fresh_calls.0, last.n),
         growth(ms(first.poll), ms(last.poll)),
-        growth(first.poll_calls as f64, last.poll_calls as f64),
-        first.poll_calls as f64 / first.n as f64,
-        last.poll_calls as f64 / last.n as f64,
+        first.poll.as_secs_f64() * 1e6 / first.n as f64,
+        last.poll.as_secs_f64() * 1e6 / last.n as f64,
+        growth(first.poll_calls.0 as f64, last.poll_calls.0 as f64),
+        per_server(first.poll_calls.0, first.n),
+        per_server(last.poll_calls.0, last.n),
     );
     println!(
-        "(requests: storage calls summed over every server; a mutable read is a share list and a read per server asked)"
+        "(requests: storage calls summed over every server, a mutable read being a share list and a read per server \
+         asked; clients: storage clients the GSD client made, each a TLS connection on a real grid; from cache: \
+         GsdClient::new, no requests)"
     );
     notes.print();
 }
