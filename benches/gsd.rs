@@ -5,20 +5,24 @@
 //!    (`gsd create` on one node, `gsd invite`, then `announce` and `gsd enroll` for each of the five). Ours, through
 //!    the library (`GsdClient` over HTTPS): a fresh client with an empty cache until its grid has five servers, a
 //!    start from the cache (no network), a start from the cache followed by a refresh, and a poll of a client that
-//!    is already current. Ours through the binary: `tahoe-mount ls --grid INVITATION <GSD readcap>` (bootstrap, then
-//!    one more read of the GSD, which is small: it is the command whose time is most nearly bootstrap alone;
-//!    `servers --grid` would also probe every server), beside `tahoe-mount cap`, which only starts the process.
-//!    The peer, in the same run: a stock Tahoe 1.20 client node, which knows the servers from its servers.yaml,
-//!    doing the reads a Python client of this design would make through its web API: `GET /uri/<GSD>?t=json`,
-//!    then `GET /uri/<GSA>` for each `v1.` entry, one after another and all at once.
+//!    is already current; how many storage clients (each a TLS connection) a bootstrap makes, and what the first
+//!    read through `grid()` after a fresh bootstrap costs beside one over open connections. Ours through the
+//!    binary: `tahoe-mount ls --grid INVITATION <GSD readcap>` (bootstrap, then one more read of the GSD, which is
+//!    small: it is the command whose time is most nearly bootstrap alone; `servers --grid` would also probe every
+//!    server), beside `tahoe-mount cap`, which only starts the process. The peer, in the same run: a stock Tahoe
+//!    1.20 client node, which knows the servers from its servers.yaml, doing the reads a Python client of this
+//!    design would make through its web API: `GET /uri/<GSD>?t=json`, then `GET /uri/<GSA>` for each `v1.` entry,
+//!    one after another and all at once.
 //! 2. In-memory grids of N servers (N = 10, 50, 100, 200): a GSD with a share on each server listing all N
 //!    announcements (GSAs), each GSA 1-of-N too. Fresh bootstrap from one server, a start from the cache, and a
-//!    poll of a current client, with the storage requests each makes (the servers count them): the in-memory
-//!    servers answer at once, so this is our own CPU cost and the protocol's request count, not network time.
+//!    poll of a current client, with the storage requests each makes (the servers count them) and the storage
+//!    clients it makes (a counting connector). The in-memory servers answer at once, so this is our own CPU cost
+//!    and the protocol's request count, not network time.
 //!
 //! `cargo bench --bench gsd`; `TAHOE_MOUNT_BENCH_QUICK=1` runs fewer repetitions and N = 10, 50 only (not a
 //! measurement). Wall time, median of several runs; figures are printed, never asserted (the checks only make
-//! sure each run did what it is timed for).
+//! sure each run did what it is timed for). The machine's other load shows in the real-grid rows: read the
+//! columns of one run against each other.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
