@@ -769,6 +769,16 @@ fn connection(
     {
         return Some(existing.clone());
     }
+    // The same address already connected (a bootstrap server, now known by its announcement): one connection.
+    if let Some(storage) = connections
+        .values()
+        .find(|c| !c.info.nurls.is_empty() && c.info.nurls.first() == info.nurls.first())
+        .map(|c| c.storage.clone())
+    {
+        let server = GridServer::new(info.clone(), storage);
+        connections.insert(key, server.clone());
+        return Some(server);
+    }
     match connector.connect(info) {
         Ok(storage) => {
             let server = GridServer::new(info.clone(), storage);
