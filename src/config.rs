@@ -89,11 +89,7 @@ impl ConfigDir {
         match fs::symlink_metadata(&path) {
             Ok(_) => read_secret_file(&path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&self.path)
-                    .map_err(|e| config_error(&self.path, format!("cannot create: {e}")))?;
+                create_private_dir(&self.path)?;
                 create_secret_file(&path)?;
                 read_secret_file(&path)
             }
@@ -119,22 +115,11 @@ fn create_secret_file(path: &Path) -> Result<(), ConfigError> {
     let mut random = [0u8; 32];
     getrandom::fill(&mut random).map_err(|e| config_error(path, format!("no randomness: {e}")))?;
     let text = format!("{}\n", base32::encode(&random));
-    let temp = path.with_extension(format!("new-{}", std::process::id()));
-    let written = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()
-    })();
-    let linked = written.and_then(|()| match fs::hard_link(&temp, path) {
+    // Another process that got there first made the secret both will use.
+    match place_private_file(path, text.as_bytes(), false) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        other => other,
-    });
-    let _ = fs::remove_file(&temp);
-    linked.map_err(|e| config_error(path, format!("cannot create: {e}")))
+        other => other.map_err(|e| config_error(path, format!("cannot create: {e}"))),
+    }
 }
 
 /// Creates `dir` (and its parents) if missing, readable by the owner only.
@@ -150,12 +135,23 @@ pub fn create_private_dir(dir: &Path) -> Result<(), ConfigError> {
 /// then renamed over it (`replace`) or linked into place only if nothing is there yet (`!replace`, which fails
 /// with "already exists").
 pub fn write_private_file(path: &Path, bytes: &[u8], replace: bool) -> Result<(), ConfigError> {
+    place_private_file(path, bytes, replace).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            config_error(path, "already exists; not overwritten")
+        } else {
+            config_error(path, format!("cannot write: {e}"))
+        }
+    })
+}
+
+/// [`write_private_file`]'s work, with the I/O error as it came.
+fn place_private_file(path: &Path, bytes: &[u8], replace: bool) -> std::io::Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut random = [0u8; 6];
-    getrandom::fill(&mut random).map_err(|e| config_error(path, format!("no randomness: {e}")))?;
+    getrandom::fill(&mut random).map_err(std::io::Error::other)?;
     let temp = path.with_file_name(format!(".{name}.{}.tmp", base32::encode(&random)));
     let written = (|| {
         let mut file = fs::OpenOptions::new()
@@ -174,13 +170,7 @@ pub fn write_private_file(path: &Path, bytes: &[u8], replace: bool) -> Result<()
         }
     });
     let _ = fs::remove_file(&temp);
-    placed.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            config_error(path, "already exists; not overwritten")
-        } else {
-            config_error(path, format!("cannot write: {e}"))
-        }
-    })?;
+    placed?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         // The rename is durable only once the directory is synced.
         if let Ok(dir) = fs::File::open(parent) {
@@ -190,8 +180,6 @@ pub fn write_private_file(path: &Path, bytes: &[u8], replace: bool) -> Result<()
     Ok(())
 }
 
-/// Reads a secret in Tahoe's format (base32 text, surrounding whitespace ignored), such as a node's
-/// `private/convergence`.
 pub fn read_secret_file(path: &Path) -> Result<Secret, ConfigError> {
     let text = fs::read_to_string(path).map_err(|e| config_error(path, e))?;
     let text = text.trim();

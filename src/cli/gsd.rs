@@ -56,7 +56,7 @@ pub(super) fn join(grid: &str, bootstrap: &[String], max_age: u64) -> anyhow::Re
 /// `servers --grid`: every enrolled server with where it came from, and every bootstrap server.
 pub(super) fn list_grid_servers(joined: &Joined, options: &GbsOptions) -> anyhow::Result<()> {
     let view = joined.view();
-    let age = crate::dirnode::now() as u64 - view.refreshed_at.min(crate::dirnode::now() as u64);
+    let age = (crate::dirnode::now() as u64).saturating_sub(view.refreshed_at);
     println!(
         "grid: GSD version {}, {} servers, read from the grid {age} s ago{}",
         view.gsd_seqnum,
@@ -268,7 +268,12 @@ pub(super) fn run(command: GsdCommand) -> anyhow::Result<()> {
                 .context("cannot read the GSD")?;
             warnings.iter().for_each(|w| warn(w));
             let view = client.view();
-            let (_, unreachable) = runtime()?.block_on(operator::check_reachable(&client.grid()));
+            let grid = client.grid();
+            let failures = runtime()?.block_on(operator::check_reachable(&grid));
+            let down: std::collections::BTreeSet<&str> = failures
+                .iter()
+                .map(|(i, _)| grid.servers()[*i].info.server_id.as_str())
+                .collect();
             println!(
                 "GSD version {}: {} servers",
                 view.gsd_seqnum,
@@ -279,9 +284,7 @@ pub(super) fn run(command: GsdCommand) -> anyhow::Result<()> {
                 "PETNAME", "SERVER ID", "NICKNAME", "STATE"
             );
             for server in &view.servers {
-                let down = unreachable
-                    .iter()
-                    .any(|u| u.starts_with(&format!("{}:", server.info.display_name())));
+                let down = down.contains(server.info.server_id.as_str());
                 let nurls: Vec<String> =
                     server.info.nurls.iter().map(ToString::to_string).collect();
                 println!(

@@ -7,7 +7,7 @@
 //! accepted is cached (`cache`), so a later start works when every bootstrap server is gone.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -334,9 +334,8 @@ impl GsdClient {
             return Err(GsdError::Unreachable(report.warnings.join("; ")));
         };
         report.gsd_seqnum = gsd.seqnum;
-        let cap = Cap::Directory(FileCap::Mutable(self.source.gsd));
-        let access = Access::of(&cap).unwrap_or(Access::ReadOnly);
-        let listing = unpack(&gsd.contents, &access)
+        // The source is always a readcap (GridSource refuses others).
+        let listing = unpack(&gsd.contents, &Access::ReadOnly)
             .map_err(|e| GsdError::Unreachable(format!("GSD version {}: {e}", gsd.seqnum)))?;
         for skipped in &listing.skipped {
             report.warnings.push(format!(
@@ -459,39 +458,21 @@ impl GsdClient {
         state: &mut State,
         warnings: &mut Vec<String>,
     ) -> Vec<GridServer> {
-        let mut out = Vec::new();
-        let mut enrolled: Vec<&KnownServer> = view.servers.iter().collect();
+        let mut enrolled: Vec<&ServerInfo> = view.servers.iter().map(|s| &s.info).collect();
+        let mut infos: Vec<ServerInfo> = Vec::new();
         for nurl in &self.source.bootstrap {
             // A bootstrap NURL of an enrolled server is that server.
-            if let Some(i) = enrolled.iter().position(|s| s.info.nurls.contains(nurl)) {
-                let server = enrolled.remove(i);
-                if let Some(c) = connection(
-                    &server.info,
-                    &*self.connector,
-                    &mut state.connections,
-                    warnings,
-                ) {
-                    out.push(c);
-                }
-                continue;
-            }
-            let info = ServerInfo::from_nurl(nurl.clone());
-            if let Some(c) = connection(&info, &*self.connector, &mut state.connections, warnings) {
-                out.push(c);
+            match enrolled.iter().position(|s| s.nurls.contains(nurl)) {
+                Some(i) => infos.push(enrolled.remove(i).clone()),
+                None => infos.push(ServerInfo::from_nurl(nurl.clone())),
             }
         }
         shuffle(&mut enrolled);
-        for server in enrolled {
-            if let Some(c) = connection(
-                &server.info,
-                &*self.connector,
-                &mut state.connections,
-                warnings,
-            ) {
-                out.push(c);
-            }
-        }
-        out
+        infos.extend(enrolled.into_iter().cloned());
+        infos
+            .iter()
+            .filter_map(|info| connection(info, &*self.connector, &mut state.connections, warnings))
+            .collect()
     }
 
     /// Every entry's GSA: first from the server itself (when known) and one server that served the GSD (taking
@@ -834,9 +815,4 @@ fn shuffle<T>(items: &mut [T]) {
         let j = (random_fraction() * (i + 1) as f64) as usize;
         items.swap(i, j.min(i));
     }
-}
-
-/// The default cache directory, as a path for [`GsdClient::new`].
-pub fn cache_dir() -> Option<PathBuf> {
-    super::cache::default_cache_dir()
 }

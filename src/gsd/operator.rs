@@ -134,8 +134,8 @@ pub struct PublishReport {
     pub warnings: Vec<String>,
 }
 
-/// The servers of `grid` that answer a version request within the timeout, and the names of those that do not.
-pub async fn check_reachable(grid: &Grid) -> (usize, Vec<String>) {
+/// The servers of `grid` that do not answer a version request within the timeout: their indices and why.
+pub async fn check_reachable(grid: &Grid) -> Vec<(usize, String)> {
     let checks = grid.servers().iter().map(|server| async move {
         let answer = tokio::time::timeout(PROBE_TIMEOUT, server.storage.version()).await;
         match answer {
@@ -147,17 +147,22 @@ pub async fn check_reachable(grid: &Grid) -> (usize, Vec<String>) {
             )),
         }
     });
-    let failures: Vec<String> = futures_util::future::join_all(checks)
+    futures_util::future::join_all(checks)
         .await
         .into_iter()
-        .flatten()
-        .collect();
-    (grid.len() - failures.len(), failures)
+        .enumerate()
+        .filter_map(|(i, failure)| failure.map(|why| (i, why)))
+        .collect()
+}
+
+fn descriptions(failures: Vec<(usize, String)>) -> Vec<String> {
+    failures.into_iter().map(|(_, why)| why).collect()
 }
 
 /// 1-of-N over the whole of `grid`, content when every server that answers holds a share.
 pub async fn one_share_each(grid: &Grid) -> Result<(MutableParams, Vec<String>), OperatorError> {
-    let (reachable, unreachable) = check_reachable(grid).await;
+    let unreachable = descriptions(check_reachable(grid).await);
+    let reachable = grid.len() - unreachable.len();
     if reachable == 0 {
         return Err(OperatorError::Refused(format!(
             "no server answers: {}",
@@ -191,12 +196,12 @@ pub async fn create(
         servers.iter().cloned().map(ServerInfo::from_nurl),
         connector,
     )?;
-    let (reachable, unreachable) = check_reachable(&grid).await;
+    let unreachable = descriptions(check_reachable(&grid).await);
     if !unreachable.is_empty() {
         return Err(OperatorError::Refused(format!(
             "{} of {} servers do not answer, and a new GSD needs a share on each: {}",
             unreachable.len(),
-            reachable + unreachable.len(),
+            grid.len(),
             unreachable.join("; ")
         )));
     }
@@ -255,13 +260,13 @@ fn publish_servers(state: &OperatorState, enrolled: &[ServerInfo]) -> Vec<Server
 
 async fn publish_change(
     state: &OperatorState,
-    servers: Vec<ServerInfo>,
+    enrolled: &[ServerInfo],
     change: Change,
     connector: &dyn Connector,
     options: MutableOptions,
     mut warnings: Vec<String>,
 ) -> Result<PublishReport, OperatorError> {
-    let grid = connect_all(servers.into_iter(), connector)?;
+    let grid = connect_all(publish_servers(state, enrolled).into_iter(), connector)?;
     let (params, unreachable) = one_share_each(&grid).await?;
     let node = DirectoryNode::open(
         grid.clone(),
@@ -334,15 +339,7 @@ pub async fn enroll(
         metadata: None,
         replace: crate::dirnode::Replace::Always,
     };
-    let report = publish_change(
-        state,
-        publish_servers(state, &servers),
-        change,
-        &*connector,
-        options,
-        warnings,
-    )
-    .await?;
+    let report = publish_change(state, &servers, change, &*connector, options, warnings).await?;
     let known = KnownServer {
         petname: petname.to_owned(),
         info,
@@ -370,13 +367,5 @@ pub async fn remove(
     let change = Change::Unlink {
         name: format!("{ENTRY_PREFIX}{petname}"),
     };
-    publish_change(
-        state,
-        publish_servers(state, &servers),
-        change,
-        &*connector,
-        options,
-        warnings,
-    )
-    .await
+    publish_change(state, &servers, change, &*connector, options, warnings).await
 }
