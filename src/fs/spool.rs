@@ -44,6 +44,8 @@ pub struct SpoolFile {
     /// Whether the bytes may go when the last user drops them: true until sealed (an unclosed version was never
     /// promised), false from sealing until its cap is journaled or nothing refers to it any more.
     discardable: AtomicBool,
+    /// Left by an earlier run, whose upload of it may have been cut short (see [`SpoolFile::was_recovered`]).
+    recovered: bool,
     usage: Weak<SpoolUsage>,
 }
 
@@ -54,6 +56,13 @@ impl SpoolFile {
 
     pub fn is_sealed(&self) -> bool {
         self.sealed.load(Ordering::Acquire)
+    }
+
+    /// Whether an earlier run left this file. Its upload may have been cut short, and servers keep the shares of
+    /// an unfinished upload reserved for a while (Tahoe: 30 minutes), refusing them to a new upload of the same
+    /// storage index; such a file is therefore uploaded under a fresh random key.
+    pub fn was_recovered(&self) -> bool {
+        self.recovered
     }
 
     pub fn file(&self) -> Arc<File> {
@@ -253,6 +262,7 @@ impl Spool {
             size: AtomicU64::new(0),
             sealed: AtomicBool::new(false),
             discardable: AtomicBool::new(true),
+            recovered: false,
             usage: Arc::downgrade(&self.usage),
         }))
     }
@@ -279,6 +289,7 @@ impl Spool {
             size: AtomicU64::new(size),
             sealed: AtomicBool::new(true),
             discardable: AtomicBool::new(false),
+            recovered: true,
             usage: Arc::downgrade(&self.usage),
         }))
     }

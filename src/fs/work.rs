@@ -46,7 +46,16 @@ impl Fs {
                 if !self.still_needed(&file) {
                     break;
                 }
-                upload_file(&self.grid(), file.file(), &self.inner.options.upload).await
+                if file.was_recovered() {
+                    let mut options = self.inner.options.upload.clone();
+                    let mut key = vec![0u8; 32];
+                    if getrandom::fill(&mut key).is_ok() {
+                        options.convergence = crate::config::Secret::new(key);
+                    }
+                    upload_file(&self.grid(), file.file(), &options).await
+                } else {
+                    upload_file(&self.grid(), file.file(), &self.inner.options.upload).await
+                }
             };
             match result {
                 Ok(done) => {
