@@ -710,7 +710,12 @@ fn answer(
                 return Err(e);
             }
             match unmount_now(unmounter) {
-                Ok(()) => writeln!(out, "done")?,
+                Ok(()) => {
+                    writeln!(out, "unmounted")?;
+                    // The connection stays open until this process has finished and exits: its end tells the
+                    // client that the mount is gone for good (and its spool free for the next mount).
+                    std::mem::forget(stream);
+                }
                 Err(e) => writeln!(out, "error: cannot unmount: {e}")?,
             }
         }
@@ -781,8 +786,10 @@ pub(super) fn unmount(mountpoint: &Path, data_dir_arg: Option<&Path>) -> anyhow:
     (&stream).write_all(b"unmount\n")?;
     for line in BufReader::new(&stream).lines() {
         let line = line?;
-        if line == "done" {
-            // The mount process finishes its last uploads and exits on its own.
+        if line == "unmounted" {
+            // The mount process closes the connection as it exits.
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut &stream, &mut rest);
             eprintln!("tahoe-mount: unmounted {}", mountpoint.display());
             return Ok(());
         }
