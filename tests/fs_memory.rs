@@ -119,10 +119,9 @@ impl World {
         match &entry.child {
             Child::Known(Cap::File(FileCap::Literal(data))) => data.clone(),
             Child::Known(Cap::File(FileCap::Chk(chk))) => {
-                let reader =
-                    ChkReader::open(self.grid.clone(), chk.clone(), DownloadOptions::default())
-                        .await
-                        .unwrap();
+                let reader = ChkReader::open(self.grid.clone(), *chk, DownloadOptions::default())
+                    .await
+                    .unwrap();
                 reader.read(0, chk.size).await.unwrap().to_vec()
             }
             other => panic!("{path:?} is {other:?}"),

@@ -624,7 +624,7 @@ fn default_spool_limit(dir: &Path) -> u64 {
     }
     // SAFETY: statvfs succeeded, so it filled the struct.
     let figures = unsafe { figures.assume_init() };
-    (figures.f_bavail as u64 * figures.f_frsize as u64 / 2).max(1 << 30)
+    (figures.f_bavail.saturating_mul(figures.f_frsize) / 2).max(1 << 30)
 }
 
 fn detach_stdout() {

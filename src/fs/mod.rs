@@ -1334,13 +1334,9 @@ impl Fs {
         if let Some(reader) = lock(&self.inner.readers).get(&key) {
             return Ok(reader.clone());
         }
-        let reader = ChkReader::open(
-            self.grid(),
-            chk.clone(),
-            self.inner.options.download.clone(),
-        )
-        .await
-        .map_err(|e| FsError::Grid(e.to_string()))?;
+        let reader = ChkReader::open(self.grid(), *chk, self.inner.options.download.clone())
+            .await
+            .map_err(|e| FsError::Grid(e.to_string()))?;
         lock(&self.inner.readers).put(key, reader.clone());
         Ok(reader)
     }

@@ -13,6 +13,10 @@ use crate::immutable::upload::upload_file;
 use super::spool::{JournalEntry, SpoolFile, journal_key};
 use super::{Fs, Node, Target};
 
+/// One change ready to publish: the name, its journal sequence number, and the cap and metadata to link there
+/// (`None`: unlink).
+type ReadyChange = (String, u64, Option<(Cap, Metadata)>);
+
 /// Longest wait between retries of a failed upload or publish.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -164,10 +168,7 @@ impl Fs {
 
     /// The directory's changes that can be published now (links to caps, and unlinks), with their sequence
     /// numbers.
-    fn ready_changes(
-        &self,
-        key: &str,
-    ) -> Option<(Cap, Vec<(String, u64, Option<(Cap, Metadata)>)>)> {
+    fn ready_changes(&self, key: &str) -> Option<(Cap, Vec<ReadyChange>)> {
         let state = self.state();
         let mut dir_cap = None;
         let mut changes = Vec::new();
@@ -254,11 +255,7 @@ impl Fs {
     /// Publishes one directory's changes in one new version. Unlinking a name that is gone is no error (another
     /// client removed it too); a file linked where another client has meanwhile put a directory goes beside it,
     /// under a name that says so, rather than replace it.
-    async fn publish(
-        &self,
-        dir_cap: &Cap,
-        changes: &[(String, u64, Option<(Cap, Metadata)>)],
-    ) -> Result<(), DirectoryError> {
+    async fn publish(&self, dir_cap: &Cap, changes: &[ReadyChange]) -> Result<(), DirectoryError> {
         let node = DirectoryNode::open(
             self.grid(),
             dir_cap.clone(),
