@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine, as far as tahoe-mount goes today: build in release mode, bring up a local grid of
-# three real tahoe-lafs 1.20 storage nodes (no introducer), give it a grid service directory (GSD) with every
-# server announced and enrolled, ask every server how it is through the invitation alone, put a file on the grid and
-# get it back, then run the benchmarks: immutable put/get (ours beside `tahoe put`/`tahoe get`, on a 10-node grid of
-# its own), GSD bootstrap, raw share transfer (ours beside Tahoe's own client) and the erasure codec (ours beside
-# Python zfec). The mount comes next.
-# The grid stays up afterwards for experiments; stop it with: mount-tests/grid.py stop mount-tests/work/demo
+# The main job on a fresh machine: build in release mode, bring up a local grid of three real tahoe-lafs 1.20
+# storage nodes (no introducer), give it a grid service directory (GSD) with every server announced and enrolled,
+# ask every server how it is through the invitation alone, put a file on the grid and get it back, then MOUNT the
+# grid (FUSE) through the invitation, copy a tree in, unmount (waiting for the uploads), mount again and check it;
+# then run the benchmarks: immutable put/get (ours beside `tahoe put`/`tahoe get`, on a 10-node grid of its own),
+# GSD bootstrap, raw share transfer (ours beside Tahoe's own client) and the erasure codec (ours beside Python zfec).
+# The grid and the mount stay up afterwards for experiments (mount-tests/work/demo/mnt); stop them with:
+#   target/release/tahoe-mount unmount mount-tests/work/demo/mnt --data-dir mount-tests/work/demo/data
+#   mount-tests/grid.py stop mount-tests/work/demo
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 TAHOE_MOUNT_PYTHON=$(mount-tests/venv.sh | tail -n 1)
 export TAHOE_MOUNT_PYTHON
+mount-tests/deps.sh
 cargo build --release --quiet
 demo=mount-tests/work/demo
 bin=target/release/tahoe-mount
@@ -38,6 +41,26 @@ cap=$("$bin" put --grid "@$demo/invitation.json" --config-dir "$demo/tahoe-mount
 echo "$cap"
 "$bin" get --grid "@$demo/invitation.json" "$cap" "$demo_file.back"
 cmp "$demo_file" "$demo_file.back" && echo "identical"
+echo "== the mount: tahoe-mount @invitation.json $demo/mnt (2-of-3, happy 3)"
+mnt=$demo/mnt
+mkdir -p "$mnt"
+mount_args=(--grid-max-age 0 --config-dir "$demo/tahoe-mount" --data-dir "$demo/data"
+  --shares-needed 2 --shares-happy 3 --shares-total 3)
+"$bin" unmount "$mnt" --data-dir "$demo/data" 2>/dev/null || true
+"$bin" "@$demo/invitation.json" "$mnt" "${mount_args[@]}"
+echo "-- /.grid: one announcement per enrolled server"
+ls -l "$mnt/.grid"
+rm -rf "$demo/tree" && "$TAHOE_MOUNT_PYTHON" mount-tests/maketree.py "$demo/tree" --files 200 --big-size 20000000
+rm -rf "$mnt/tree"
+echo "-- rsync -a of that tree into the mount"
+time rsync -a "$demo/tree/" "$mnt/tree/"
+"$bin" status "$mnt" --data-dir "$demo/data" | head -n 5
+echo "-- unmount: waits for every upload"
+"$bin" unmount "$mnt" --data-dir "$demo/data"
+"$bin" "@$demo/invitation.json" "$mnt" "${mount_args[@]}"
+echo "-- mounted again: diff -r and rsync -n -c -a against the original"
+diff -r "$demo/tree" "$mnt/tree" && rsync -n -c -a --itemize-changes "$demo/tree/" "$mnt/tree/" && echo "identical"
+df -h "$mnt"
 echo "== immutable files: tahoe-mount beside tahoe put / tahoe get (256 MiB)"
 "$TAHOE_MOUNT_PYTHON" benches/immutable.py --bin target/release/tahoe-mount
 echo "== grid service directory bootstrap"
