@@ -91,7 +91,9 @@ fn time_of(time: TimeOrNow) -> SystemTime {
 
 fn reply_entry(reply: ReplyEntry, result: Result<Attr, FsError>) {
     match result {
-        Ok(attr) => reply.entry(&attr.ttl, &file_attr(&attr), Generation(0)),
+        Ok(attr) => {
+            reply.entry_with_ttls(&attr.ttl, &attr.entry_ttl, &file_attr(&attr), Generation(0))
+        }
         Err(e) => reply.error(errno(&e)),
     }
 }
@@ -411,7 +413,7 @@ impl Filesystem for FuseAdapter {
                             INodeNo(entry.ino),
                             next,
                             &entry.name,
-                            &attr.ttl,
+                            &attr.ttl.min(attr.entry_ttl),
                             &file_attr(attr),
                             Generation(0),
                         ),
@@ -500,7 +502,7 @@ impl Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             match fs.create(parent.0, &name, mode & !umask, flags).await {
                 Ok((attr, opened)) => reply.created(
-                    &attr.ttl,
+                    &attr.ttl.min(attr.entry_ttl),
                     &file_attr(&attr),
                     Generation(0),
                     FileHandle(opened.fh),
@@ -532,5 +534,6 @@ fn placeholder(ino: u64, kind: Kind) -> Attr {
         uid: 0,
         gid: 0,
         ttl: Duration::ZERO,
+        entry_ttl: Duration::ZERO,
     }
 }

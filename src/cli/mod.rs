@@ -59,15 +59,8 @@ enum Command {
         /// made on first use.
         #[arg(long, value_name = "FILE")]
         convergence: Option<PathBuf>,
-        /// k: shares needed to read the file.
-        #[arg(long, default_value_t = 3)]
-        shares_needed: u16,
-        /// Servers of happiness: fail unless shares land on at least this many servers.
-        #[arg(long, default_value_t = 7)]
-        shares_happy: u16,
-        /// N: shares made.
-        #[arg(long, default_value_t = 10)]
-        shares_total: u16,
+        #[command(flatten)]
+        shares: ShareArgs,
         /// Make a mutable file (SDMF unless --format says otherwise).
         #[arg(long)]
         mutable: bool,
@@ -225,6 +218,31 @@ struct ServerArgs {
     servers_file: Option<PathBuf>,
 }
 
+/// How files are erasure-coded: k of N shares, on at least `happy` servers.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct ShareArgs {
+    /// k: shares needed to read a file.
+    #[arg(long, default_value_t = 3)]
+    shares_needed: u16,
+    /// Servers of happiness: an upload fails unless shares land on at least this many servers.
+    #[arg(long, default_value_t = 7)]
+    shares_happy: u16,
+    /// N: shares made of each file.
+    #[arg(long, default_value_t = 10)]
+    shares_total: u16,
+}
+
+impl ShareArgs {
+    fn params(&self) -> crate::immutable::params::EncodingParams {
+        crate::immutable::params::EncodingParams {
+            needed: self.shares_needed,
+            happy: self.shares_happy,
+            total: self.shares_total,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct ConfigArgs {
     /// The configuration directory (default: $TAHOE_MOUNT_CONFIG_DIR, $XDG_CONFIG_HOME/tahoe-mount or
@@ -253,9 +271,7 @@ pub fn run() -> ExitCode {
             servers,
             config,
             convergence,
-            shares_needed,
-            shares_happy,
-            shares_total,
+            shares,
             mutable,
             format,
             file,
@@ -264,12 +280,7 @@ pub fn run() -> ExitCode {
             &servers,
             config.config_dir.as_deref(),
             convergence.as_deref(),
-            crate::immutable::params::EncodingParams {
-                needed: shares_needed,
-                happy: shares_happy,
-                total: shares_total,
-                ..Default::default()
-            },
+            shares.params(),
             file.as_deref(),
             transfer::PutTarget {
                 mutable: mutable.then(|| format.into()),

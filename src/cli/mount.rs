@@ -19,7 +19,6 @@ use crate::cap::{Cap, MutableFormat};
 use crate::config::{ConfigDir, write_private_file};
 use crate::dirnode::{Directory, DirectoryNode};
 use crate::fs::{Fs, FsOptions};
-use crate::immutable::params::EncodingParams;
 use crate::immutable::upload::UploadOptions;
 use crate::mutable::{MutableOptions, MutableParams};
 
@@ -59,15 +58,8 @@ pub(super) struct MountArgs {
     /// $XDG_DATA_HOME/tahoe-mount or ~/.local/share/tahoe-mount).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Shares needed to read a file (k).
-    #[arg(long, default_value_t = 3)]
-    shares_needed: u16,
-    /// Servers of happiness: an upload fails unless this many servers hold shares.
-    #[arg(long, default_value_t = 7)]
-    shares_happy: u16,
-    /// Shares made of each file (N).
-    #[arg(long, default_value_t = 10)]
-    shares_total: u16,
+    #[command(flatten)]
+    shares: super::ShareArgs,
     /// Set by a background mount for the process it starts.
     #[arg(long, hide = true)]
     daemon_child: bool,
@@ -284,13 +276,7 @@ fn effective_gid() -> u32 {
 /// `tahoe-mount mount`.
 pub(super) fn mount(args: MountArgs) -> anyhow::Result<()> {
     let options = parse_mount_options(&args.options)?;
-    EncodingParams {
-        needed: args.shares_needed,
-        happy: args.shares_happy,
-        total: args.shares_total,
-        ..Default::default()
-    }
-    .validate()?;
+    args.shares.params().validate()?;
     check_fuse()?;
     let mountpoint = canonical_mountpoint(&args.mountpoint)?;
     if is_mounted(&mountpoint) {
@@ -460,19 +446,14 @@ fn run_mount_inner(
     let config = ConfigDir::locate(args.config_dir.as_deref())?;
     let lease_secret = config.lease_secret()?;
     let mut upload = UploadOptions::new(config.convergence_secret()?, lease_secret.clone());
-    upload.params = EncodingParams {
-        needed: args.shares_needed,
-        happy: args.shares_happy,
-        total: args.shares_total,
-        ..Default::default()
-    };
+    upload.params = args.shares.params();
     let mutable = MutableOptions::new(lease_secret.bytes().to_vec());
     let servers = joined.view().servers.len().max(1);
     let directory_params = MutableParams {
         format: MutableFormat::Sdmf,
-        needed: args.shares_needed.min(255) as u8,
-        happy: (args.shares_happy as usize).min(servers).min(255) as u8,
-        total: args.shares_total.min(255) as u8,
+        needed: args.shares.shares_needed.min(255) as u8,
+        happy: usize::from(args.shares.shares_happy).min(servers).min(255) as u8,
+        total: args.shares.shares_total.min(255) as u8,
     };
     let root = root_cap(args, &runtime, &joined, &mutable, directory_params)?;
     let data = data_dir(args.data_dir.as_deref())?;

@@ -145,26 +145,29 @@ impl DirectoryNode {
         changes: &[Change],
         params: Option<MutableParams>,
     ) -> Result<(), DirectoryError> {
-        let file = self.mutable_file().ok_or(DirectoryError::ReadOnly)?;
-        let writekey = self.writekey().ok_or(DirectoryError::ReadOnly)?;
-        let access = self.access;
-        file.modify(
-            |old| {
-                let current = unpack(old, &access)?;
-                let new = current.directory.apply(changes, now())?;
-                Ok::<_, DirectoryError>(Some(pack(&new, Some(&writekey), false)?))
-            },
+        self.rewrite(
+            |current, now| Ok(Some(current.apply(changes, now)?)),
             params,
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Rewrites the directory with `edit`, which gets the current contents and the time, and returns the new
     /// contents or `None` to leave it as it is. Retried, with a fresh read, when another writer got in between, so
     /// `edit` must be a function of its inputs. For edits whose rules are the caller's (a filesystem's pending
     /// changes, say) rather than Tahoe's batch rules of [`DirectoryNode::modify`].
-    pub async fn update<F>(&self, mut edit: F) -> Result<(), DirectoryError>
+    pub async fn update<F>(&self, edit: F) -> Result<(), DirectoryError>
+    where
+        F: FnMut(&Directory, f64) -> Result<Option<Directory>, DirectoryError>,
+    {
+        self.rewrite(edit, None).await
+    }
+
+    async fn rewrite<F>(
+        &self,
+        mut edit: F,
+        params: Option<MutableParams>,
+    ) -> Result<(), DirectoryError>
     where
         F: FnMut(&Directory, f64) -> Result<Option<Directory>, DirectoryError>,
     {
@@ -179,7 +182,7 @@ impl DirectoryNode {
                     None => Ok(None),
                 }
             },
-            None,
+            params,
         )
         .await?;
         Ok(())

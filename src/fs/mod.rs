@@ -122,8 +122,12 @@ pub struct Attr {
     pub nlink: u32,
     pub uid: u32,
     pub gid: u32,
-    /// How long the attributes (and the entry naming them) may be cached.
+    /// How long the attributes may be cached: long for an immutable file (a name that comes to link another
+    /// cap gets a new inode), short for anything that may change.
     pub ttl: Duration,
+    /// How long the name-to-inode mapping may be cached: the directory TTL, within which other clients' changes
+    /// show.
+    pub entry_ttl: Duration,
 }
 
 /// A directory entry as listed.
@@ -318,8 +322,20 @@ struct State {
     pending: BTreeMap<(String, String), Pending>,
     seq: u64,
     publishing: BTreeSet<String>,
+    /// Publishes done per directory: a listing read while one finished may predate it, and is not merged.
+    published: HashMap<String, u64>,
     uploading: BTreeSet<String>,
     errors: Errors,
+}
+
+impl State {
+    /// Gives `inode` the next number.
+    fn add_inode(&mut self, inode: Inode) -> u64 {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.inodes.insert(ino, inode);
+        ino
+    }
 }
 
 struct Inner {
@@ -532,6 +548,7 @@ impl Fs {
                     pending,
                     seq,
                     publishing: BTreeSet::new(),
+                    published: HashMap::new(),
                     uploading: BTreeSet::new(),
                     errors: Errors::default(),
                 }),
@@ -580,6 +597,7 @@ impl Fs {
             uid: options.uid,
             gid: options.gid,
             ttl: Duration::from_secs(1),
+            entry_ttl: options.dir_ttl,
         };
         match &inode.node {
             Node::Dir { cap, children, .. } => {
@@ -616,10 +634,12 @@ impl Fs {
                 attr.perm = 0o555;
                 attr.nlink = 2;
                 attr.size = children.len() as u64;
+                attr.entry_ttl = Duration::from_secs(1);
             }
             Node::GridFile { body } => {
                 attr.size = body.len() as u64;
                 attr.perm = 0o444;
+                attr.entry_ttl = Duration::from_secs(1);
             }
         }
         attr
@@ -704,11 +724,32 @@ impl Fs {
                 None => return Err(FsError::NotFound),
             }
         };
+        let key = dir_key(&cap);
         let node =
             DirectoryNode::open(self.grid(), cap.clone(), self.inner.options.mutable.clone())?;
-        let listing = node.list().await?;
-        let mut state = self.state();
-        let key = dir_key(&cap);
+        let mut attempts = 0;
+        let (listing, mut state) = loop {
+            attempts += 1;
+            let published_before = self.state().published.get(&key).copied();
+            let listing = node.list().await?;
+            let state = self.state();
+            if state.published.get(&key).copied() == published_before {
+                break (listing, state);
+            }
+            // One of our publishes ended meanwhile: this listing may lack what it carried, which is no longer
+            // pending. A directory already shown keeps its local view (which is right) until the next refresh;
+            // one never listed is read again.
+            let listed = matches!(
+                state.inodes.get(&ino).map(|i| &i.node),
+                Some(Node::Dir {
+                    fetched: Some(_),
+                    ..
+                })
+            );
+            if listed || attempts >= 5 {
+                return Ok(());
+            }
+        };
         let pending: Vec<(String, Option<(Target, Metadata)>)> = state
             .pending
             .range((key.clone(), String::new())..)
@@ -775,17 +816,12 @@ impl Fs {
             made.push((name, node, metadata));
         }
         for (name, node, metadata) in made {
-            let new = state.next_ino;
-            state.next_ino += 1;
-            state.inodes.insert(
-                new,
-                Inode {
-                    parent: ino,
-                    name: name.clone(),
-                    metadata,
-                    node,
-                },
-            );
+            let new = state.add_inode(Inode {
+                parent: ino,
+                name: name.clone(),
+                metadata,
+                node,
+            });
             children.insert(name, new);
         }
         if let Some(Node::Dir {
@@ -820,22 +856,14 @@ impl Fs {
             });
             let ino = match same {
                 Some(ino) => ino,
-                None => {
-                    let ino = state.next_ino;
-                    state.next_ino += 1;
-                    state.inodes.insert(
-                        ino,
-                        Inode {
-                            parent: GRID_INO,
-                            name: name.clone(),
-                            metadata: Metadata::new(),
-                            node: Node::GridFile {
-                                body: Arc::new(body),
-                            },
-                        },
-                    );
-                    ino
-                }
+                None => state.add_inode(Inode {
+                    parent: GRID_INO,
+                    name: name.clone(),
+                    metadata: Metadata::new(),
+                    node: Node::GridFile {
+                        body: Arc::new(body),
+                    },
+                }),
             };
             children.insert(name, ino);
         }
@@ -1057,17 +1085,12 @@ impl Fs {
         metadata: Metadata,
         node: Node,
     ) -> u64 {
-        let ino = state.next_ino;
-        state.next_ino += 1;
-        state.inodes.insert(
-            ino,
-            Inode {
-                parent,
-                name: name.to_owned(),
-                metadata,
-                node,
-            },
-        );
+        let ino = state.add_inode(Inode {
+            parent,
+            name: name.to_owned(),
+            metadata,
+            node,
+        });
         if let Some(Node::Dir { children, .. }) = state.inodes.get_mut(&parent).map(|i| &mut i.node)
         {
             children.insert(name.to_owned(), ino);

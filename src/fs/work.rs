@@ -220,6 +220,7 @@ impl Fs {
                             }
                         }
                         state.errors.publishes.remove(&key);
+                        *state.published.entry(key.clone()).or_default() += 1;
                         false
                     }
                     Err(e) => {
