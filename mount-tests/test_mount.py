@@ -439,7 +439,8 @@ def t_fsx(c):
                         "--log", os.path.join(c.dir("t", "fsx"), f"fsx-{name}.log")] + extra, timeout=3600, check=False)
             if p.returncode != 0:
                 raise TestError(f"fsx.py ({name}, {ops} ops) exited {p.returncode}:\n{ml.tail(p.out + p.err)}")
-            log(f"fsx {name}: {ops} ops, no mismatch, {time.monotonic() - t0:.1f} s; {p.out.strip()[-200:]}")
+            summary = p.out.strip().splitlines()[-1] if p.out.strip() else ""
+            log(f"fsx {name}: no mismatch, {time.monotonic() - t0:.1f} s; {summary.split(': ', 1)[-1]}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
