@@ -606,14 +606,16 @@ def t_cli(c):
         log(f"daemon mode: mounted when `mount` returned (pid {m.pid}); status:\n" + ml.tail(st, 10))
         if not st.strip():
             raise TestError("status printed nothing")
-    # without the word `mount`
-    m2 = c.mount("cli", data="data-2", mnt="mnt-2", foreground=False)
+    # without the word `mount`, and with the -o options of the contract
+    m2 = c.mount("cli", data="data-2", mnt="mnt-2", foreground=False,
+                 options=["dir_ttl=5", f"cache_size={256 * MiB}", f"spool_size={1024 * MiB}"])
     orig = m2.command
     m2.command = lambda: [x for i, x in enumerate(orig()) if not (i == 1 and x == "mount")]
     with m2:
         if ml.read_file(os.path.join(m2.path, "hello")) != b"hello\n":
             raise TestError("`tahoe-mount GRID MOUNTPOINT` (no `mount`): hello differs")
-        log("`tahoe-mount GRID MOUNTPOINT` (without `mount`) mounts the same root")
+        log("`tahoe-mount -o dir_ttl=5,cache_size=..,spool_size=.. GRID MOUNTPOINT` (without `mount`) mounts the "
+            "same root")
     # a bad invitation: non-zero exit, a message, nothing mounted
     mp = c.dir("t", "cli", "mnt-bad")
     p = ml.run([c.grid.bin, "mount", "--config-dir", c.dir("t", "cli", "config-bad"), "--data-dir",
