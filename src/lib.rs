@@ -10,6 +10,8 @@ pub mod config;
 pub mod crypto;
 pub mod dirnode;
 pub mod erasure;
+pub mod fs;
+pub mod fuse;
 pub mod grid;
 pub mod gsd;
 pub mod immutable;

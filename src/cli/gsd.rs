@@ -29,6 +29,17 @@ fn connector() -> Arc<GbsConnector> {
 /// Joins the grid named by `--grid` (and `--bootstrap`): from the cache if it is at most `max_age` seconds old,
 /// else by reading the GSD (falling back on the cache, with a warning, when no server answers).
 pub(super) fn join(grid: &str, bootstrap: &[String], max_age: u64) -> anyhow::Result<Joined> {
+    join_on(runtime()?, grid, bootstrap, max_age)
+}
+
+/// As [`join`], on `runtime`: connections belong to the runtime that made them, so a long-running command joins
+/// on the runtime it goes on with.
+pub(super) fn join_on(
+    runtime: &tokio::runtime::Runtime,
+    grid: &str,
+    bootstrap: &[String],
+    max_age: u64,
+) -> anyhow::Result<Joined> {
     let (source, warnings) = GridSource::parse(grid, bootstrap)?;
     warnings.iter().for_each(|w| warn(w));
     let cache_dir = crate::gsd::cache::default_cache_dir();
@@ -41,7 +52,7 @@ pub(super) fn join(grid: &str, bootstrap: &[String], max_age: u64) -> anyhow::Re
         GsdClient::new(source, connector(), cache_dir.as_deref(), read_options());
     warnings.iter().for_each(|w| warn(w));
     let client = Arc::new(client);
-    let warnings = runtime()?
+    let warnings = runtime
         .block_on(client.ensure_fresh(Duration::from_secs(max_age)))
         .context("cannot join the grid")?;
     warnings.iter().for_each(|w| warn(w));

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 mod directories;
 mod gsd;
+mod mount;
 mod transfer;
 
 /// Mount a Tahoe-LAFS grid, found through its grid service directory instead of an introducer.
@@ -132,6 +133,26 @@ enum Command {
         source: String,
         dest: String,
     },
+    /// Mount the grid on a directory (also the default command: `tahoe-mount GRID MOUNTPOINT`).
+    ///
+    /// Joins the grid through its grid service directory, mounts the root directory (made on the first mount and
+    /// its writecap saved in the configuration directory) and goes to the background once the mount is ready.
+    /// `close` returns once a file is in the local spool; `fsync` once it is on the grid and linked.
+    Mount(mount::MountArgs),
+    /// Unmount: waits until every pending upload is on the grid (printing progress), then unmounts.
+    Unmount {
+        mountpoint: PathBuf,
+        /// The data directory the mount was started with, if not the default.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Show a mount's pending uploads and its servers.
+    Status {
+        mountpoint: PathBuf,
+        /// The data directory the mount was started with, if not the default.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Run a grid service directory (GSD): the grid operator's commands.
     Gsd {
         #[command(subcommand)]
@@ -214,8 +235,17 @@ struct ConfigArgs {
 
 /// Parses the command line and runs the chosen command.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
     let result = match cli.command {
+        Command::Mount(args) => mount::mount(args),
+        Command::Unmount {
+            mountpoint,
+            data_dir,
+        } => mount::unmount(&mountpoint, data_dir.as_deref()),
+        Command::Status {
+            mountpoint,
+            data_dir,
+        } => mount::status(&mountpoint, data_dir.as_deref()),
         Command::Cap { cap } => describe_cap(&cap),
         Command::Kernels => list_kernels(),
         Command::Servers { servers, timeout } => list_servers(&servers, timeout),
@@ -303,6 +333,23 @@ pub fn run() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `tahoe-mount GRID MOUNTPOINT` means `tahoe-mount mount GRID MOUNTPOINT`: the word `mount` is put in when the
+/// first argument is neither a command nor a request for help or the version.
+fn with_default_command(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let Some(first) = argv.get(1).and_then(|a| a.to_str()) else {
+        return argv;
+    };
+    let command = Cli::command();
+    let known = command
+        .get_subcommands()
+        .any(|c| c.get_name() == first || c.get_all_aliases().any(|a| a == first));
+    if !known && !matches!(first, "help" | "-h" | "--help" | "-V" | "--version") {
+        argv.insert(1, "mount".into());
+    }
+    argv
 }
 
 impl ServerArgs {

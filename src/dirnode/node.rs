@@ -160,6 +160,31 @@ impl DirectoryNode {
         Ok(())
     }
 
+    /// Rewrites the directory with `edit`, which gets the current contents and the time, and returns the new
+    /// contents or `None` to leave it as it is. Retried, with a fresh read, when another writer got in between, so
+    /// `edit` must be a function of its inputs. For edits whose rules are the caller's (a filesystem's pending
+    /// changes, say) rather than Tahoe's batch rules of [`DirectoryNode::modify`].
+    pub async fn update<F>(&self, mut edit: F) -> Result<(), DirectoryError>
+    where
+        F: FnMut(&Directory, f64) -> Result<Option<Directory>, DirectoryError>,
+    {
+        let file = self.mutable_file().ok_or(DirectoryError::ReadOnly)?;
+        let writekey = self.writekey().ok_or(DirectoryError::ReadOnly)?;
+        let access = self.access;
+        file.modify(
+            |old| {
+                let current = unpack(old, &access)?;
+                match edit(&current.directory, now())? {
+                    Some(new) => Ok::<_, DirectoryError>(Some(pack(&new, Some(&writekey), false)?)),
+                    None => Ok(None),
+                }
+            },
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The entry at `path` below this directory (each step but the last must be a directory).
     pub async fn resolve(&self, path: &[String]) -> Result<Entry, DirectoryError> {
         let Some((last, parents)) = path.split_last() else {

@@ -1,0 +1,828 @@
+//! `tahoe-mount [mount] GRID MOUNTPOINT`, `unmount` and `status`: joining the grid, finding or making the root
+//! directory, mounting it with FUSE, running in the background once the mount is ready, and the control socket
+//! through which `status` and `unmount` reach a running mount.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use super::gsd::{Joined, join_on};
+use super::human_bytes;
+use crate::cap::{Cap, MutableFormat};
+use crate::config::{ConfigDir, write_private_file};
+use crate::dirnode::{Directory, DirectoryNode};
+use crate::fs::{Fs, FsOptions};
+use crate::immutable::params::EncodingParams;
+use crate::immutable::upload::UploadOptions;
+use crate::mutable::{MutableOptions, MutableParams};
+
+/// Where the spool, the journal and the control sockets live when nothing else says.
+pub const DATA_DIR_ENV: &str = "TAHOE_MOUNT_DATA_DIR";
+/// The line a background mount prints when the mount is ready.
+const READY: &str = "tahoe-mount: ready";
+
+#[derive(clap::Args, Debug)]
+pub(super) struct MountArgs {
+    /// The grid: an invitation (its JSON text, or @FILE holding it), or the GSD readcap with --bootstrap.
+    grid: String,
+    /// An empty directory to mount the grid on.
+    mountpoint: PathBuf,
+    /// A server to read the GSD from first (NURL); may be given several times.
+    #[arg(long = "bootstrap", value_name = "NURL")]
+    bootstrap: Vec<String>,
+    /// Use the cached server list without asking the grid if it was read less than this many seconds ago.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    grid_max_age: u64,
+    /// The directory to mount (a writecap; a readcap mounts read-only). Default: this grid's root directory,
+    /// made on the first mount and its writecap saved in the configuration directory.
+    #[arg(long, value_name = "DIRCAP")]
+    root: Option<String>,
+    /// Stay in the foreground (logs go to standard error).
+    #[arg(short, long)]
+    foreground: bool,
+    /// Mount options, comma-separated: ro, allow_other, dir_ttl=SECONDS, cache_size=BYTES, spool_size=BYTES,
+    /// poll_interval=SECONDS (sizes take K, M, G suffixes).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// The configuration directory (secrets and root writecaps; default: $TAHOE_MOUNT_CONFIG_DIR,
+    /// $XDG_CONFIG_HOME/tahoe-mount or ~/.config/tahoe-mount).
+    #[arg(long, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// Where written files wait for upload, with the journal (default: $TAHOE_MOUNT_DATA_DIR,
+    /// $XDG_DATA_HOME/tahoe-mount or ~/.local/share/tahoe-mount).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Shares needed to read a file (k).
+    #[arg(long, default_value_t = 3)]
+    shares_needed: u16,
+    /// Servers of happiness: an upload fails unless this many servers hold shares.
+    #[arg(long, default_value_t = 7)]
+    shares_happy: u16,
+    /// Shares made of each file (N).
+    #[arg(long, default_value_t = 10)]
+    shares_total: u16,
+    /// Set by a background mount for the process it starts.
+    #[arg(long, hide = true)]
+    daemon_child: bool,
+}
+
+/// Mount options from `-o`.
+#[derive(Debug, Clone)]
+struct MountOptions {
+    read_only: bool,
+    allow_other: bool,
+    dir_ttl: Duration,
+    cache_bytes: usize,
+    spool_bytes: Option<u64>,
+    poll_interval: Duration,
+}
+
+fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("{text:?} is not a size"))?;
+    let scale: u64 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => bail!("{text:?}: unknown size unit (use K, M, G or T)"),
+    };
+    n.checked_mul(scale)
+        .with_context(|| format!("{text:?} is too large"))
+}
+
+fn parse_mount_options(given: &[String]) -> anyhow::Result<MountOptions> {
+    let mut options = MountOptions {
+        read_only: false,
+        allow_other: false,
+        dir_ttl: Duration::from_secs(5),
+        cache_bytes: 256 << 20,
+        spool_bytes: None,
+        poll_interval: crate::gsd::client::DEFAULT_POLL_INTERVAL,
+    };
+    for option in given
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+    {
+        let (key, value) = match option.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (option, None),
+        };
+        let seconds = |v: Option<&str>| -> anyhow::Result<Duration> {
+            let v = v.with_context(|| format!("-o {key} needs a value"))?;
+            let s: f64 = v
+                .parse()
+                .with_context(|| format!("-o {key}={v}: not a number of seconds"))?;
+            anyhow::ensure!(
+                s.is_finite() && s >= 0.0,
+                "-o {key}={v}: not a number of seconds"
+            );
+            Ok(Duration::from_secs_f64(s))
+        };
+        let size = |v: Option<&str>| -> anyhow::Result<u64> {
+            parse_size(v.with_context(|| format!("-o {key} needs a value"))?)
+                .with_context(|| format!("-o {key}"))
+        };
+        match key {
+            "ro" => options.read_only = true,
+            "rw" => options.read_only = false,
+            "allow_other" => options.allow_other = true,
+            "dir_ttl" => options.dir_ttl = seconds(value)?,
+            "poll_interval" => options.poll_interval = seconds(value)?.max(Duration::from_secs(1)),
+            "cache_size" => {
+                options.cache_bytes = usize::try_from(size(value)?).unwrap_or(usize::MAX)
+            }
+            "spool_size" => options.spool_bytes = Some(size(value)?),
+            // What fstab and mount(8) pass along, which mean nothing here.
+            "defaults" | "noauto" | "auto" | "user" | "nouser" | "_netdev" | "nofail"
+            | "noatime" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" => {}
+            other => bail!("-o {other}: unknown mount option"),
+        }
+    }
+    Ok(options)
+}
+
+/// The data directory: `--data-dir`, `$TAHOE_MOUNT_DATA_DIR`, `$XDG_DATA_HOME/tahoe-mount`, or
+/// `~/.local/share/tahoe-mount`.
+fn data_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir.to_owned());
+    }
+    let nonempty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = nonempty(DATA_DIR_ENV) {
+        return Ok(dir.into());
+    }
+    if let Some(xdg) = nonempty("XDG_DATA_HOME") {
+        return Ok(PathBuf::from(xdg).join("tahoe-mount"));
+    }
+    nonempty("HOME")
+        .map(|home| PathBuf::from(home).join(".local/share/tahoe-mount"))
+        .context("cannot tell where to keep the spool: HOME is not set (use --data-dir)")
+}
+
+/// The control socket of the mount at `mountpoint` (a short name: socket paths are limited to 108 bytes).
+fn control_socket(data_dir: &Path, mountpoint: &Path) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(mountpoint.as_os_str().as_encoded_bytes());
+    data_dir.join("mounts").join(format!(
+        "{}.sock",
+        data_encoding::HEXLOWER.encode(&digest[..8])
+    ))
+}
+
+fn canonical_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => bail!("{}: the mountpoint is not a directory", path.display()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            // A mount whose process died (kill -9, a crash): clear it away, as a user would have to.
+            eprintln!(
+                "tahoe-mount: {} is a dead mount (its process is gone); unmounting it first",
+                path.display()
+            );
+            lazy_unmount(path)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "{}: the mountpoint does not exist (make it with mkdir)",
+                path.display()
+            )
+        }
+        Err(e) => bail!("{}: cannot use it as a mountpoint: {e}", path.display()),
+    }
+    std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    let wanted = path.to_string_lossy();
+    mounts.lines().any(|line| {
+        line.split(' ')
+            .nth(1)
+            .is_some_and(|m| m.replace("\\040", " ") == wanted.as_ref())
+    })
+}
+
+/// Unmounts `path` even while busy or dead: `fusermount3 -uz`, or `umount -l` as root.
+fn lazy_unmount(path: &Path) -> anyhow::Result<()> {
+    let attempts: [(&str, &[&str]); 3] = [
+        ("fusermount3", &["-u", "-z"]),
+        ("fusermount", &["-u", "-z"]),
+        ("umount", &["-l"]),
+    ];
+    let mut why = Vec::new();
+    for (program, args) in attempts {
+        match Command::new(program)
+            .args(args)
+            .arg(path)
+            .stderr(Stdio::piped())
+            .output()
+        {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => why.push(format!(
+                "{program}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => why.push(format!("{program}: {e}")),
+        }
+    }
+    bail!("cannot unmount {}: {}", path.display(), why.join("; "))
+}
+
+fn check_fuse() -> anyhow::Result<()> {
+    if !Path::new("/dev/fuse").exists() {
+        bail!(
+            "no FUSE here: /dev/fuse is missing (load the fuse module: modprobe fuse; in a container, pass --device /dev/fuse)"
+        );
+    }
+    let root = effective_uid() == 0;
+    let has_helper = ["fusermount3", "fusermount"].iter().any(|p| {
+        std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(p).is_file()))
+    });
+    if !root && !has_helper {
+        bail!("no FUSE helper: fusermount3 is not installed (Debian: apt-get install fuse3)");
+    }
+    Ok(())
+}
+
+/// The effective user id, read from /proc (the owner of our own process directory).
+fn effective_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+fn effective_gid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.gid())
+        .unwrap_or(u32::MAX)
+}
+
+/// `tahoe-mount mount`.
+pub(super) fn mount(args: MountArgs) -> anyhow::Result<()> {
+    let options = parse_mount_options(&args.options)?;
+    EncodingParams {
+        needed: args.shares_needed,
+        happy: args.shares_happy,
+        total: args.shares_total,
+        ..Default::default()
+    }
+    .validate()?;
+    check_fuse()?;
+    let mountpoint = canonical_mountpoint(&args.mountpoint)?;
+    if is_mounted(&mountpoint) {
+        bail!(
+            "{}: something is already mounted there (tahoe-mount unmount {0} first)",
+            mountpoint.display()
+        );
+    }
+    if let Some(root) = &args.root {
+        let cap = Cap::parse(root.trim()).context("--root")?;
+        anyhow::ensure!(cap.is_directory(), "--root: not a directory cap");
+    }
+    if args.foreground || args.daemon_child {
+        return run_mount(args, options, mountpoint);
+    }
+    start_background(&args)
+}
+
+/// Starts the mount in a process of its own, and returns once it says the mount is ready (or why it is not).
+fn start_background(args: &MountArgs) -> anyhow::Result<()> {
+    let data = data_dir(args.data_dir.as_deref())?;
+    crate::config::create_private_dir(&data)?;
+    let log_path = data.join("mount.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("{}", log_path.display()))?;
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if argv.first().is_none_or(|a| a != "mount") {
+        argv.insert(0, "mount".into());
+    }
+    argv.push("--daemon-child".into());
+    let exe =
+        std::env::current_exe().context("cannot find this program to run it in the background")?;
+    let mut child = Command::new(exe)
+        .args(&argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        // Its own process group: the terminal's Ctrl-C and hang-up do not reach it.
+        .process_group(0)
+        .spawn()
+        .context("cannot start the background mount")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("no pipe from the background mount")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap_or_default();
+        if line == READY {
+            eprintln!(
+                "tahoe-mount: mounted {} (process {}; log {}); `tahoe-mount unmount {0}` waits for uploads",
+                args.mountpoint.display(),
+                child.id(),
+                log_path.display()
+            );
+            return Ok(());
+        }
+        eprintln!("{line}");
+    }
+    let status = child.wait()?;
+    bail!(
+        "the mount did not start ({status}); see above and {}",
+        log_path.display()
+    )
+}
+
+fn raise_descriptor_limit() {
+    // Every file waiting for upload holds a descriptor; the soft limit (often 1024) is raised to the hard one.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed, which lives on this stack frame.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Says something to whoever started the mount: the terminal (foreground), or the starting process, which relays
+/// it.
+fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
+/// The root directory: `--root`, else the one saved for this grid, else a new one (saved 0600).
+fn root_cap(
+    args: &MountArgs,
+    runtime: &tokio::runtime::Runtime,
+    joined: &Joined,
+    mutable: &MutableOptions,
+    params: MutableParams,
+) -> anyhow::Result<Cap> {
+    if let Some(root) = &args.root {
+        return Ok(Cap::parse(root.trim())?);
+    }
+    let config = ConfigDir::locate(args.config_dir.as_deref())?;
+    let gsd_si = joined.source().gsd.storage_index();
+    let path = config.path().join("roots").join(format!(
+        "{}.dircap",
+        data_encoding::HEXLOWER.encode(&gsd_si)
+    ));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let cap = Cap::parse(text.trim()).with_context(|| format!("{}", path.display()))?;
+            anyhow::ensure!(
+                cap.is_directory(),
+                "{}: not a directory cap",
+                path.display()
+            );
+            return Ok(cap);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => bail!("{}: {e}", path.display()),
+    }
+    let node = runtime
+        .block_on(DirectoryNode::create(
+            joined.grid(),
+            &Directory::new(),
+            params,
+            mutable.clone(),
+        ))
+        .context("cannot make the root directory on the grid")?;
+    crate::config::create_private_dir(&config.path().join("roots"))?;
+    write_private_file(&path, format!("{}\n", node.cap()).as_bytes(), false)?;
+    say(&format!(
+        "tahoe-mount: made this grid's root directory; its writecap is in {} (mode 0600). Back that file up: \
+         without it your files cannot be reached.",
+        path.display()
+    ));
+    Ok(node.cap().clone())
+}
+
+fn run_mount(args: MountArgs, options: MountOptions, mountpoint: PathBuf) -> anyhow::Result<()> {
+    let result = run_mount_inner(&args, &options, &mountpoint);
+    if let Err(e) = &result
+        && args.daemon_child
+    {
+        // The starting process relays this line; its own exit status says the rest.
+        say(&format!("tahoe-mount: {e:#}"));
+    }
+    result
+}
+
+fn run_mount_inner(
+    args: &MountArgs,
+    options: &MountOptions,
+    mountpoint: &Path,
+) -> anyhow::Result<()> {
+    raise_descriptor_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 8),
+        )
+        .enable_all()
+        .build()?;
+    let joined = join_on(&runtime, &args.grid, &args.bootstrap, args.grid_max_age)?;
+    let config = ConfigDir::locate(args.config_dir.as_deref())?;
+    let lease_secret = config.lease_secret()?;
+    let mut upload = UploadOptions::new(config.convergence_secret()?, lease_secret.clone());
+    upload.params = EncodingParams {
+        needed: args.shares_needed,
+        happy: args.shares_happy,
+        total: args.shares_total,
+        ..Default::default()
+    };
+    let mutable = MutableOptions::new(lease_secret.bytes().to_vec());
+    let servers = joined.view().servers.len().max(1);
+    let directory_params = MutableParams {
+        format: MutableFormat::Sdmf,
+        needed: args.shares_needed.min(255) as u8,
+        happy: (args.shares_happy as usize).min(servers).min(255) as u8,
+        total: args.shares_total.min(255) as u8,
+    };
+    let root = root_cap(args, &runtime, &joined, &mutable, directory_params)?;
+    let data = data_dir(args.data_dir.as_deref())?;
+    crate::config::create_private_dir(&data)?;
+    let spool_dir = data.join("spool").join(match root.storage_index() {
+        Some(si) => data_encoding::HEXLOWER.encode(&si),
+        None => "literal".to_owned(),
+    });
+    let mut fs_options = FsOptions::new(upload, mutable);
+    fs_options.directory_params = directory_params;
+    fs_options.dir_ttl = options.dir_ttl;
+    fs_options.cache_bytes = options.cache_bytes;
+    fs_options.read_only = options.read_only;
+    fs_options.uid = effective_uid();
+    fs_options.gid = effective_gid();
+    fs_options.spool_bytes = options
+        .spool_bytes
+        .unwrap_or_else(|| default_spool_limit(&data));
+    let grid_source = {
+        let joined = joined.clone();
+        Arc::new(move || joined.grid())
+    };
+    let announcements = {
+        let joined = joined.clone();
+        Arc::new(move || {
+            joined
+                .view()
+                .servers
+                .iter()
+                .map(|s| (s.petname.clone(), s.announcement.to_bytes()))
+                .collect::<Vec<_>>()
+        })
+    };
+    let fs = {
+        let _entered = runtime.enter();
+        let (fs, warnings) = Fs::new(
+            root,
+            grid_source,
+            Some(announcements),
+            &spool_dir,
+            fs_options,
+        )
+        .with_context(|| format!("the spool at {}", spool_dir.display()))?;
+        for warning in warnings {
+            eprintln!("tahoe-mount: warning: {warning}");
+        }
+        fs
+    };
+    if fs.pending_count() > 0 {
+        eprintln!(
+            "tahoe-mount: {} changes left by an earlier run are being uploaded and linked",
+            fs.pending_count()
+        );
+    }
+    {
+        let _entered = runtime.enter();
+        joined.spawn_poller(options.poll_interval, |outcome| match outcome {
+            Ok(report) => report
+                .warnings
+                .iter()
+                .for_each(|w| eprintln!("tahoe-mount: grid: {w}")),
+            Err(e) => eprintln!("tahoe-mount: grid: cannot refresh the server list: {e}"),
+        });
+    }
+
+    let mut mount_options = vec![
+        fuser::MountOption::FSName("tahoe-mount".into()),
+        fuser::MountOption::Subtype("tahoe".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoAtime,
+    ];
+    if options.read_only || root_is_readonly(&args.root) {
+        mount_options.push(fuser::MountOption::RO);
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = mount_options;
+    config.n_threads = Some(2);
+    config.clone_fd = true;
+    if options.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
+    let adapter = crate::fuse::FuseAdapter::new(fs.clone(), runtime.handle().clone());
+    let mut session = fuser::Session::new(adapter, mountpoint, &config)
+        .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+    let unmounter = Arc::new(Mutex::new(session.unmount_callable()));
+    let socket = control_socket(&data, mountpoint);
+    serve_control(
+        &socket,
+        fs.clone(),
+        joined.clone(),
+        runtime.handle().clone(),
+        unmounter.clone(),
+    )?;
+    {
+        let unmounter = unmounter.clone();
+        let _entered = runtime.enter();
+        runtime.spawn(async move {
+            let mut terminate =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!(
+                "tahoe-mount: signalled: unmounting (pending uploads go on; the journal keeps them)"
+            );
+            let _ = crate::cli::mount::unmount_now(&unmounter);
+        });
+    }
+    say(READY);
+    if args.daemon_child {
+        // Nothing more goes to the starter, which has stopped reading.
+        detach_stdout();
+    }
+    let ended = session.run();
+    let _ = std::fs::remove_file(&socket);
+    eprintln!("tahoe-mount: unmounted {}", mountpoint.display());
+    runtime.block_on(fs.drain(|count, bytes| {
+        if count > 0 {
+            eprintln!(
+                "tahoe-mount: waiting for {count} changes ({}) to reach the grid",
+                human_bytes(bytes)
+            );
+        }
+    }));
+    ended.context("the FUSE session failed")?;
+    Ok(())
+}
+
+fn root_is_readonly(root: &Option<String>) -> bool {
+    root.as_deref()
+        .and_then(|r| Cap::parse(r.trim()).ok())
+        .is_some_and(|c| c.is_readonly())
+}
+
+/// Half the free space where the spool lives, but at least 1 GiB.
+fn default_spool_limit(dir: &Path) -> u64 {
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return 16 << 30;
+    };
+    let mut figures = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: statvfs writes the struct it is given; the path is a valid NUL-terminated string.
+    let ok = unsafe { libc::statvfs(path.as_ptr(), figures.as_mut_ptr()) } == 0;
+    if !ok {
+        return 16 << 30;
+    }
+    // SAFETY: statvfs succeeded, so it filled the struct.
+    let figures = unsafe { figures.assume_init() };
+    (figures.f_bavail as u64 * figures.f_frsize as u64 / 2).max(1 << 30)
+}
+
+fn detach_stdout() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto descriptor 1 replaces standard output with /dev/null; both descriptors are open.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 1);
+        }
+    }
+}
+
+pub(super) fn unmount_now(unmounter: &Mutex<fuser::SessionUnmounter>) -> std::io::Result<()> {
+    unmounter
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unmount()
+}
+
+/// Answers `status` and `unmount` on a Unix socket (0600 in a 0700 directory).
+fn serve_control(
+    socket: &Path,
+    fs: Fs,
+    joined: Joined,
+    runtime: tokio::runtime::Handle,
+    unmounter: Arc<Mutex<fuser::SessionUnmounter>>,
+) -> anyhow::Result<()> {
+    let dir = socket.parent().context("socket path")?;
+    crate::config::create_private_dir(dir)?;
+    if let Ok(meta) = std::fs::symlink_metadata(socket)
+        && meta.file_type().is_socket()
+    {
+        let _ = std::fs::remove_file(socket);
+    }
+    let listener = UnixListener::bind(socket)
+        .with_context(|| format!("control socket {}", socket.display()))?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (fs, joined, runtime, unmounter) = (
+                    fs.clone(),
+                    joined.clone(),
+                    runtime.clone(),
+                    unmounter.clone(),
+                );
+                std::thread::spawn(move || {
+                    let _ = answer(stream, &fs, &joined, &runtime, &unmounter);
+                });
+            }
+        })?;
+    Ok(())
+}
+
+fn answer(
+    stream: UnixStream,
+    fs: &Fs,
+    joined: &Joined,
+    runtime: &tokio::runtime::Handle,
+    unmounter: &Mutex<fuser::SessionUnmounter>,
+) -> std::io::Result<()> {
+    let mut request = String::new();
+    BufReader::new(&stream).read_line(&mut request)?;
+    let mut out = &stream;
+    match request.trim() {
+        "status" => {
+            out.write_all(status_text(fs, joined).as_bytes())?;
+        }
+        "unmount" => {
+            let mut failed = None;
+            runtime.block_on(fs.drain(|count, bytes| {
+                if count > 0
+                    && let Err(e) = writeln!(
+                        out,
+                        "waiting for {count} changes ({}) to reach the grid",
+                        human_bytes(bytes)
+                    )
+                {
+                    failed = Some(e);
+                }
+            }));
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            match unmount_now(unmounter) {
+                Ok(()) => writeln!(out, "done")?,
+                Err(e) => writeln!(out, "error: cannot unmount: {e}")?,
+            }
+        }
+        other => writeln!(out, "error: unknown request {other:?}")?,
+    }
+    Ok(())
+}
+
+fn status_text(fs: &Fs, joined: &Joined) -> String {
+    let mut text = String::new();
+    let pending = fs.pending();
+    let bytes: u64 = pending.iter().map(|p| p.bytes).sum();
+    text.push_str(&format!(
+        "pending: {} changes, {} to upload\n",
+        pending.len(),
+        human_bytes(bytes)
+    ));
+    for item in &pending {
+        text.push_str(&format!(
+            "  {}  {}  {}\n",
+            item.path,
+            human_bytes(item.bytes),
+            item.state
+        ));
+    }
+    let view = joined.view();
+    text.push_str(&format!(
+        "servers: {} (grid service directory version {})\n",
+        view.servers.len(),
+        view.gsd_seqnum
+    ));
+    for server in &view.servers {
+        text.push_str(&format!(
+            "  {}  {}\n",
+            server.petname,
+            server.info.display_name()
+        ));
+    }
+    text
+}
+
+fn connect_control(mountpoint: &Path, data_dir_arg: Option<&Path>) -> anyhow::Result<UnixStream> {
+    let mountpoint = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned());
+    let socket = control_socket(&data_dir(data_dir_arg)?, &mountpoint);
+    UnixStream::connect(&socket).with_context(|| {
+        format!(
+            "no tahoe-mount is serving {} (its control socket {} does not answer)",
+            mountpoint.display(),
+            socket.display()
+        )
+    })
+}
+
+/// `tahoe-mount unmount MOUNTPOINT`: waits for pending uploads (printing progress), then unmounts.
+pub(super) fn unmount(mountpoint: &Path, data_dir_arg: Option<&Path>) -> anyhow::Result<()> {
+    let stream = match connect_control(mountpoint, data_dir_arg) {
+        Ok(stream) => stream,
+        Err(e) => {
+            if is_mounted(
+                &std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned()),
+            ) {
+                eprintln!("tahoe-mount: {e:#}; unmounting it directly");
+                return lazy_unmount(mountpoint);
+            }
+            return Err(e);
+        }
+    };
+    (&stream).write_all(b"unmount\n")?;
+    for line in BufReader::new(&stream).lines() {
+        let line = line?;
+        if line == "done" {
+            // The mount process finishes its last uploads and exits on its own.
+            eprintln!("tahoe-mount: unmounted {}", mountpoint.display());
+            return Ok(());
+        }
+        if let Some(why) = line.strip_prefix("error: ") {
+            bail!("{why}");
+        }
+        eprintln!("tahoe-mount: {line}");
+    }
+    bail!("the mount process went away before it unmounted")
+}
+
+/// `tahoe-mount status MOUNTPOINT`.
+pub(super) fn status(mountpoint: &Path, data_dir_arg: Option<&Path>) -> anyhow::Result<()> {
+    let stream = connect_control(mountpoint, data_dir_arg)?;
+    (&stream).write_all(b"status\n")?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut &stream, &mut text)?;
+    print!("{text}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_options_parse_and_unknown_ones_are_refused() {
+        let o = parse_mount_options(&[
+            "ro,dir_ttl=2.5".into(),
+            "cache_size=64M,spool_size=2G,_netdev".into(),
+        ])
+        .unwrap();
+        assert!(o.read_only);
+        assert_eq!(o.dir_ttl, Duration::from_millis(2500));
+        assert_eq!(o.cache_bytes, 64 << 20);
+        assert_eq!(o.spool_bytes, Some(2 << 30));
+        let e = parse_mount_options(&["bogus".into()]).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        assert!(parse_mount_options(&["dir_ttl".into()]).is_err());
+        assert!(parse_mount_options(&["cache_size=12Q".into()]).is_err());
+        assert_eq!(parse_size("3KiB").unwrap(), 3072);
+    }
+}

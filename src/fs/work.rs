@@ -1,0 +1,290 @@
+//! The background work of the filesystem: the upload queue (sealed spool files become CHK/LIT caps, a few at a
+//! time, retried with backoff when the grid cannot take them) and the directory publishers (one task per directory
+//! with ready changes, which gathers them for a moment and publishes them in one new version).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cap::Cap;
+use crate::dirnode::{Child, Directory, DirectoryError, DirectoryNode, Entry, Metadata};
+use crate::immutable::upload::upload_file;
+
+use super::spool::{JournalEntry, SpoolFile, journal_key};
+use super::{Fs, Node, Target};
+
+/// Longest wait between retries of a failed upload or publish.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+impl Fs {
+    /// Queues a sealed spool file for upload (once: a file already queued is not queued again).
+    pub(super) fn enqueue_upload(&self, file: Arc<SpoolFile>) {
+        if !self.state().uploading.insert(file.id.clone()) {
+            return;
+        }
+        let fs = self.clone();
+        self.inner
+            .runtime
+            .spawn(async move { fs.upload_until_done(file).await });
+    }
+
+    fn still_needed(&self, file: &Arc<SpoolFile>) -> bool {
+        self.state()
+            .pending
+            .values()
+            .any(|p| matches!(&p.link, Some((Target::Spool(s), _)) if Arc::ptr_eq(s, file)))
+    }
+
+    async fn upload_until_done(&self, file: Arc<SpoolFile>) {
+        let mut backoff = Duration::from_secs(2);
+        loop {
+            if !self.still_needed(&file) {
+                break;
+            }
+            let result = {
+                let _slot = self.inner.upload_slots.acquire().await;
+                if !self.still_needed(&file) {
+                    break;
+                }
+                upload_file(&self.grid(), file.file(), &self.inner.options.upload).await
+            };
+            match result {
+                Ok(done) => {
+                    self.uploaded(&file, Cap::File(done.cap));
+                    break;
+                }
+                Err(e) => {
+                    {
+                        let mut state = self.state();
+                        state.errors.epoch += 1;
+                        let epoch = state.errors.epoch;
+                        state
+                            .errors
+                            .uploads
+                            .insert(file.id.clone(), (epoch, e.to_string()));
+                    }
+                    self.inner.progress.send_modify(|n| *n += 1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        {
+            let mut state = self.state();
+            state.uploading.remove(&file.id);
+            state.errors.uploads.remove(&file.id);
+        }
+        self.inner.progress.send_modify(|n| *n += 1);
+    }
+
+    /// An upload is done: every pending link to the spool file now links the cap (journaled before the spool
+    /// file may go), and every inode showing that version knows its cap.
+    fn uploaded(&self, file: &Arc<SpoolFile>, cap: Cap) {
+        let mut state = self.state();
+        let mut rewritten = Vec::new();
+        for ((key, name), pending) in state.pending.iter_mut() {
+            if let Some((target, metadata)) = &mut pending.link
+                && matches!(target, Target::Spool(s) if Arc::ptr_eq(s, file))
+            {
+                *target = Target::Cap(cap.clone());
+                rewritten.push((
+                    key.clone(),
+                    JournalEntry {
+                        dir: pending.dir_cap.to_string(),
+                        name: name.clone(),
+                        link: Some(target.to_journal()),
+                        metadata: Some(metadata.to_json()),
+                    },
+                ));
+            }
+        }
+        let mut journaled = true;
+        for (key, entry) in &rewritten {
+            if let Err(e) =
+                self.inner
+                    .spool
+                    .write_entry(&journal_key(key.as_bytes(), &entry.name), entry, true)
+            {
+                // The entry still names the spool file, which therefore stays; the next run uploads it again.
+                eprintln!(
+                    "tahoe-mount: cannot update the journal for {:?}: {e}",
+                    entry.name
+                );
+                journaled = false;
+            }
+        }
+        for inode in state.inodes.values_mut() {
+            if let Node::File(node) = &mut inode.node
+                && matches!(&node.linked, Target::Spool(s) if Arc::ptr_eq(s, file))
+            {
+                node.linked = Target::Cap(cap.clone());
+                // The local copy goes: each one holds a descriptor, and thousands of files are written at once.
+                if node.spool.as_ref().is_some_and(|s| Arc::ptr_eq(s, file)) {
+                    node.spool = None;
+                }
+            }
+        }
+        if journaled {
+            file.release();
+        }
+        let keys: BTreeSet<String> = rewritten.into_iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.kick_publisher(&mut state, &key);
+        }
+    }
+
+    /// Starts the publisher of a directory, unless it is running (it picks up new changes itself).
+    pub(super) fn kick_publisher(&self, state: &mut super::State, key: &str) {
+        if !state.publishing.insert(key.to_owned()) {
+            return;
+        }
+        let fs = self.clone();
+        let key = key.to_owned();
+        self.inner
+            .runtime
+            .spawn(async move { fs.publish_until_done(key).await });
+    }
+
+    pub(super) fn kick_all_publishers(&self) {
+        let mut state = self.state();
+        let keys: BTreeSet<String> = state.pending.keys().map(|(k, _)| k.clone()).collect();
+        for key in keys {
+            self.kick_publisher(&mut state, &key);
+        }
+    }
+
+    /// The directory's changes that can be published now (links to caps, and unlinks), with their sequence
+    /// numbers.
+    fn ready_changes(
+        &self,
+        key: &str,
+    ) -> Option<(Cap, Vec<(String, u64, Option<(Cap, Metadata)>)>)> {
+        let state = self.state();
+        let mut dir_cap = None;
+        let mut changes = Vec::new();
+        for ((_, name), pending) in state
+            .pending
+            .range((key.to_owned(), String::new())..)
+            .take_while(|((k, _), _)| k == key)
+        {
+            let change = match &pending.link {
+                None => None,
+                Some((Target::Cap(cap), metadata)) => Some((cap.clone(), metadata.clone())),
+                Some((Target::Spool(_), _)) => continue,
+            };
+            dir_cap.get_or_insert_with(|| pending.dir_cap.clone());
+            changes.push((name.clone(), pending.seq, change));
+        }
+        Some((dir_cap?, changes))
+    }
+
+    async fn publish_until_done(&self, key: String) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(self.inner.options.publish_delay).await;
+            let Some((dir_cap, changes)) = self.ready_changes(&key) else {
+                let mut state = self.state();
+                // Re-checked under the lock: a change made since would otherwise wait for no publisher.
+                if self.ready_changes_locked(&state, &key) {
+                    continue;
+                }
+                state.publishing.remove(&key);
+                break;
+            };
+            let result = self.publish(&dir_cap, &changes).await;
+            let failed = {
+                let mut state = self.state();
+                match result {
+                    Ok(()) => {
+                        for (name, seq, _) in &changes {
+                            let slot = (key.clone(), name.clone());
+                            if state.pending.get(&slot).is_some_and(|p| p.seq == *seq) {
+                                state.pending.remove(&slot);
+                                if let Err(e) = self
+                                    .inner
+                                    .spool
+                                    .remove_entry(&journal_key(key.as_bytes(), name))
+                                {
+                                    eprintln!("tahoe-mount: cannot remove a journal entry: {e}");
+                                }
+                            }
+                        }
+                        state.errors.publishes.remove(&key);
+                        false
+                    }
+                    Err(e) => {
+                        state.errors.epoch += 1;
+                        let epoch = state.errors.epoch;
+                        state
+                            .errors
+                            .publishes
+                            .insert(key.clone(), (epoch, e.to_string()));
+                        true
+                    }
+                }
+            };
+            self.inner.progress.send_modify(|n| *n += 1);
+            if failed {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            } else {
+                backoff = Duration::from_secs(1);
+            }
+        }
+        self.inner.progress.send_modify(|n| *n += 1);
+    }
+
+    fn ready_changes_locked(&self, state: &super::State, key: &str) -> bool {
+        state
+            .pending
+            .range((key.to_owned(), String::new())..)
+            .take_while(|((k, _), _)| k == key)
+            .any(|(_, p)| !matches!(&p.link, Some((Target::Spool(_), _))))
+    }
+
+    /// Publishes one directory's changes in one new version. Unlinking a name that is gone is no error (another
+    /// client removed it too); a file linked where another client has meanwhile put a directory goes beside it,
+    /// under a name that says so, rather than replace it.
+    async fn publish(
+        &self,
+        dir_cap: &Cap,
+        changes: &[(String, u64, Option<(Cap, Metadata)>)],
+    ) -> Result<(), DirectoryError> {
+        let node = DirectoryNode::open(
+            self.grid(),
+            dir_cap.clone(),
+            self.inner.options.mutable.clone(),
+        )?;
+        node.update(|current: &Directory, now| {
+            let mut new = current.clone();
+            for (name, _, change) in changes {
+                match change {
+                    None => {
+                        new.remove(name);
+                    }
+                    Some((cap, metadata)) => {
+                        let child = Child::from_cap(cap).map_err(|e| {
+                            DirectoryError::Mutable(crate::mutable::MutableError::Failed(
+                                e.to_string(),
+                            ))
+                        })?;
+                        let mut name = name.clone();
+                        if let Some(old) = new.get(&name)
+                            && old.child.is_directory()
+                            && !child.is_directory()
+                            && old.child != child
+                        {
+                            name = format!("{name} (conflict {})", now as u64);
+                        }
+                        let old = new.get(&name).map(|e| e.metadata.clone());
+                        let metadata = Metadata::updated(old.as_ref(), Some(metadata), now);
+                        new.insert(&name, Entry { child, metadata })
+                            .map_err(|e| DirectoryError::NoSuchChild(e.to_string()))?;
+                    }
+                }
+            }
+            Ok(Some(new))
+        })
+        .await
+    }
+}

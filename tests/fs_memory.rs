@@ -1,0 +1,602 @@
+//! The filesystem layer (`src/fs`) on the in-memory grid, without FUSE: what a written file becomes on the grid, how
+//! names change, what survives a crash, what fsync reports when the grid cannot take a file, and a model-based
+//! property test of random operation sequences against a reference model.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::memory;
+use proptest::prelude::*;
+use tahoe_mount::cap::{Cap, FileCap, MutableFormat};
+use tahoe_mount::config::Secret;
+use tahoe_mount::dirnode::{Child, Directory, DirectoryNode};
+use tahoe_mount::fs::{Fs, FsError, FsOptions, Kind, ROOT_INO, SetAttr};
+use tahoe_mount::grid::client::Grid;
+use tahoe_mount::immutable::download::{ChkReader, DownloadOptions};
+use tahoe_mount::immutable::params::EncodingParams;
+use tahoe_mount::immutable::upload::UploadOptions;
+use tahoe_mount::mutable::{MutableOptions, MutableParams};
+use tahoe_mount::storage::memory::{Fault, MemoryServer};
+
+fn options() -> FsOptions {
+    let mut upload = UploadOptions::new(Secret::new(vec![7; 32]), Secret::new(vec![9; 32]));
+    upload.params = EncodingParams {
+        needed: 2,
+        happy: 3,
+        total: 4,
+        max_segment_size: 4096,
+    };
+    upload.threads = 1;
+    let mut options = FsOptions::new(upload, MutableOptions::new(vec![9; 32]));
+    options.directory_params = MutableParams {
+        format: MutableFormat::Sdmf,
+        needed: 2,
+        happy: 3,
+        total: 4,
+    };
+    options.publish_delay = Duration::from_millis(5);
+    options.download = DownloadOptions {
+        cache_bytes: 64 << 10,
+        ..DownloadOptions::default()
+    };
+    options
+}
+
+struct World {
+    servers: Vec<Arc<MemoryServer>>,
+    grid: Grid,
+    root: Cap,
+    dir: PathBuf,
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tahoe-mount-fs-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl World {
+    async fn new(tag: &str) -> World {
+        let servers = memory::servers(5);
+        let grid = memory::grid_of(&servers);
+        let root = DirectoryNode::create(
+            grid.clone(),
+            &Directory::new(),
+            options().directory_params,
+            options().mutable,
+        )
+        .await
+        .unwrap()
+        .cap()
+        .clone();
+        World {
+            servers,
+            grid,
+            root,
+            dir: tempdir(tag),
+        }
+    }
+
+    fn mount(&self, spool: &str) -> Fs {
+        let grid = self.grid.clone();
+        let (fs, warnings) = Fs::new(
+            self.root.clone(),
+            Arc::new(move || grid.clone()),
+            None,
+            &self.dir.join(spool),
+            options(),
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        fs
+    }
+
+    /// The directory at `path` as the grid has it (not as any Fs caches it).
+    async fn grid_listing(&self, path: &[&str]) -> Directory {
+        let node =
+            DirectoryNode::open(self.grid.clone(), self.root.clone(), options().mutable).unwrap();
+        let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        node.descend(&path)
+            .await
+            .unwrap()
+            .list()
+            .await
+            .unwrap()
+            .directory
+    }
+
+    async fn grid_file(&self, path: &[&str]) -> Vec<u8> {
+        let (last, dirs) = path.split_last().unwrap();
+        let listing = self.grid_listing(dirs).await;
+        let entry = listing
+            .get(last)
+            .unwrap_or_else(|| panic!("{path:?} is not on the grid"));
+        match &entry.child {
+            Child::Known(Cap::File(FileCap::Literal(data))) => data.clone(),
+            Child::Known(Cap::File(FileCap::Chk(chk))) => {
+                let reader =
+                    ChkReader::open(self.grid.clone(), chk.clone(), DownloadOptions::default())
+                        .await
+                        .unwrap();
+                reader.read(0, chk.size).await.unwrap().to_vec()
+            }
+            other => panic!("{path:?} is {other:?}"),
+        }
+    }
+}
+
+async fn ino_of(fs: &Fs, path: &[&str]) -> Result<u64, FsError> {
+    let mut ino = ROOT_INO;
+    for name in path {
+        ino = fs.lookup(ino, name).await?.ino;
+    }
+    Ok(ino)
+}
+
+async fn write_file(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {
+    let (attr, opened) = fs
+        .create(parent, name, 0o644, libc::O_WRONLY)
+        .await
+        .unwrap();
+    for (i, chunk) in data.chunks(5000).enumerate() {
+        fs.write(opened.fh, (i * 5000) as u64, chunk).await.unwrap();
+    }
+    fs.flush(opened.fh).unwrap();
+    fs.release(opened.fh);
+    attr.ino
+}
+
+async fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
+    let opened = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    let mut out = Vec::new();
+    loop {
+        let chunk = fs.read(opened.fh, out.len() as u64, 7000).await.unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    fs.release(opened.fh);
+    out
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn files_written_through_the_fs_land_on_the_grid_with_their_names_times_and_modes() {
+    common::runtime().block_on(async {
+        let world = World::new("basic").await;
+        let fs = world.mount("spool");
+        let docs = fs.mkdir(ROOT_INO, "docs é", 0o750).await.unwrap();
+        let big = pattern(70_000, 1);
+        let file = write_file(&fs, docs.ino, "report.bin", &big).await;
+        write_file(&fs, ROOT_INO, "tiny", b"small enough to be literal").await;
+        let when = tahoe_mount::fs::meta::from_nanos(1_650_000_000_123_456_789);
+        fs.setattr(
+            file,
+            SetAttr {
+                mtime: Some(when),
+                mode: Some(0o600),
+                ..SetAttr::default()
+            },
+        )
+        .await
+        .unwrap();
+        // Reads before the upload come from the spool.
+        assert_eq!(read_all(&fs, file).await, big);
+        fs.drain(|_, _| {}).await;
+        assert_eq!(world.grid_file(&["docs é", "report.bin"]).await, big);
+        assert_eq!(
+            world.grid_file(&["tiny"]).await,
+            b"small enough to be literal"
+        );
+
+        // A second client (its own spool) sees everything, with the exact time and the mode.
+        let other = world.mount("other");
+        let ino = ino_of(&other, &["docs é", "report.bin"]).await.unwrap();
+        let attr = other.getattr(ino).await.unwrap();
+        assert_eq!((attr.size, attr.mtime, attr.perm), (70_000, when, 0o600));
+        assert_eq!(read_all(&other, ino).await, big);
+        let dir = other
+            .getattr(ino_of(&other, &["docs é"]).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!((dir.kind, dir.perm), (Kind::Directory, 0o750));
+    });
+}
+
+#[test]
+fn renames_links_symlinks_and_removals_reach_the_grid() {
+    common::runtime().block_on(async {
+        let world = World::new("names").await;
+        let fs = world.mount("spool");
+        let a = fs.mkdir(ROOT_INO, "a", 0o755).await.unwrap().ino;
+        let b = fs.mkdir(ROOT_INO, "b", 0o755).await.unwrap().ino;
+        // rsync's way: a temporary name, then a rename over the old file.
+        write_file(
+            &fs,
+            a,
+            "f",
+            b"old contents that are long enough to be a CHK file, not a literal one",
+        )
+        .await;
+        write_file(&fs, a, ".f.XXXX", b"new").await;
+        fs.rename(a, ".f.XXXX", a, "f", false).await.unwrap();
+        write_file(&fs, a, "moved", b"across directories").await;
+        fs.rename(a, "moved", b, "here", false).await.unwrap();
+        let here = ino_of(&fs, &["b", "here"]).await.unwrap();
+        fs.link(here, a, "hard").await.unwrap();
+        fs.symlink(b, "link", "../a/f").await.unwrap();
+        assert!(matches!(
+            fs.rmdir(ROOT_INO, "a").await,
+            Err(FsError::NotEmpty)
+        ));
+        assert!(matches!(
+            fs.rename(ROOT_INO, "a", ROOT_INO, "b", false).await,
+            Err(FsError::NotEmpty)
+        ));
+        assert!(matches!(
+            fs.rename(ROOT_INO, "a", a, "x", false).await,
+            Err(FsError::Invalid(_))
+        ));
+        fs.mkdir(ROOT_INO, "gone", 0o755).await.unwrap();
+        fs.rmdir(ROOT_INO, "gone").await.unwrap();
+        fs.drain(|_, _| {}).await;
+
+        let root: Vec<String> = world
+            .grid_listing(&[])
+            .await
+            .iter()
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        assert_eq!(root, ["a", "b"]);
+        let a_names: Vec<String> = world
+            .grid_listing(&["a"])
+            .await
+            .iter()
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        assert_eq!(a_names, ["f", "hard"]);
+        assert_eq!(world.grid_file(&["a", "f"]).await, b"new");
+        assert_eq!(world.grid_file(&["a", "hard"]).await, b"across directories");
+        assert_eq!(
+            world.grid_file(&["b", "link"]).await,
+            b"../a/f",
+            "tahoe get shows the target"
+        );
+
+        let other = world.mount("other");
+        let link = ino_of(&other, &["b", "link"]).await.unwrap();
+        assert_eq!(other.getattr(link).await.unwrap().kind, Kind::Symlink);
+        assert_eq!(other.readlink(link).unwrap(), "../a/f");
+        assert!(matches!(
+            ino_of(&other, &["a", ".f.XXXX"]).await,
+            Err(FsError::NotFound)
+        ));
+    });
+}
+
+#[test]
+fn files_closed_before_a_crash_are_uploaded_and_linked_by_the_next_run() {
+    let world = common::runtime().block_on(World::new("crash"));
+    let big = pattern(50_000, 3);
+    {
+        let runtime = common::runtime();
+        runtime.block_on(async {
+            let fs = world.mount("spool");
+            let dir = fs.mkdir(ROOT_INO, "d", 0o755).await.unwrap().ino;
+            // Every server goes down: nothing leaves the spool before the "crash" (the runtime going away).
+            for server in &world.servers {
+                server.set_fault(Fault::Down);
+            }
+            write_file(&fs, dir, "big", &big).await;
+            write_file(&fs, ROOT_INO, "small", b"x").await;
+            fs.rename(ROOT_INO, "small", dir, "small2", false)
+                .await
+                .unwrap();
+            assert!(fs.pending_count() >= 3, "{:?}", fs.pending());
+        });
+        drop(runtime);
+    }
+    for server in &world.servers {
+        server.set_fault(Fault::None);
+    }
+    common::runtime().block_on(async {
+        let fs = world.mount("spool");
+        // Shown at once from the journal, before any upload.
+        let ino = ino_of(&fs, &["d", "big"]).await.unwrap();
+        assert_eq!(read_all(&fs, ino).await, big);
+        fs.drain(|_, _| {}).await;
+        assert_eq!(world.grid_file(&["d", "big"]).await, big);
+        assert_eq!(world.grid_file(&["d", "small2"]).await, b"x");
+        let data: Vec<_> = std::fs::read_dir(world.dir.join("spool/data"))
+            .unwrap()
+            .collect();
+        assert!(
+            data.is_empty(),
+            "uploaded spool files are removed: {data:?}"
+        );
+    });
+}
+
+#[test]
+fn fsync_reports_an_unhappy_upload_and_the_data_waits_in_the_spool() {
+    common::runtime().block_on(async {
+        let world = World::new("unhappy").await;
+        let fs = world.mount("spool");
+        fs.lookup(ROOT_INO, "x").await.unwrap_err();
+        for server in &world.servers[..3] {
+            server.set_fault(Fault::Down);
+        }
+        let data = pattern(30_000, 5);
+        let (attr, opened) = fs
+            .create(ROOT_INO, "f", 0o644, libc::O_WRONLY)
+            .await
+            .unwrap();
+        fs.write(opened.fh, 0, &data).await.unwrap();
+        let error = fs.fsync(opened.fh).await.unwrap_err();
+        assert_eq!(error.errno(), libc::EIO, "{error}");
+        assert!(error.to_string().contains("upload failed"), "{error}");
+        assert!(
+            fs.pending()
+                .iter()
+                .any(|p| p.path == "/f" && p.bytes == 30_000),
+            "{:?}",
+            fs.pending()
+        );
+        for server in &world.servers {
+            server.set_fault(Fault::None);
+        }
+        fs.wait_durable(attr.ino).await.unwrap();
+        fs.release(opened.fh);
+        assert_eq!(world.grid_file(&["f"]).await, data);
+    });
+}
+
+#[test]
+fn truncate_append_and_rewrite_in_place() {
+    common::runtime().block_on(async {
+        let world = World::new("rewrite").await;
+        let fs = world.mount("spool");
+        let ino = write_file(&fs, ROOT_INO, "f", &pattern(20_000, 1)).await;
+        fs.drain(|_, _| {}).await;
+        // Reopen without O_TRUNC: the contents are fetched and changed in the middle.
+        let opened = fs.open(ino, libc::O_RDWR).await.unwrap();
+        fs.write(opened.fh, 10_000, b"MIDDLE").await.unwrap();
+        fs.setattr(
+            ino,
+            SetAttr {
+                size: Some(15_000),
+                fh: Some(opened.fh),
+                ..SetAttr::default()
+            },
+        )
+        .await
+        .unwrap();
+        fs.fsync(opened.fh).await.unwrap();
+        fs.release(opened.fh);
+        let mut want = pattern(20_000, 1);
+        want[10_000..10_006].copy_from_slice(b"MIDDLE");
+        want.truncate(15_000);
+        assert_eq!(world.grid_file(&["f"]).await, want);
+        let appending = fs.open(ino, libc::O_WRONLY | libc::O_APPEND).await.unwrap();
+        fs.write(appending.fh, 0, b"tail").await.unwrap();
+        fs.flush(appending.fh).unwrap();
+        fs.release(appending.fh);
+        want.extend_from_slice(b"tail");
+        assert_eq!(read_all(&fs, ino).await, want);
+        // truncate(2) by path, which no close follows.
+        fs.setattr(
+            ino,
+            SetAttr {
+                size: Some(3),
+                ..SetAttr::default()
+            },
+        )
+        .await
+        .unwrap();
+        fs.drain(|_, _| {}).await;
+        assert_eq!(world.grid_file(&["f"]).await, &want[..3]);
+        let since = SystemTime::now();
+        assert!(fs.getattr(ino).await.unwrap().mtime <= since);
+    });
+}
+
+/// One operation of the property test.
+#[derive(Debug, Clone)]
+enum Op {
+    Write {
+        file: usize,
+        offset: u16,
+        len: u16,
+        seed: u8,
+    },
+    Truncate {
+        file: usize,
+        size: u16,
+    },
+    Rename {
+        from: usize,
+        to: usize,
+    },
+    Unlink {
+        file: usize,
+    },
+    Mkdir {
+        dir: usize,
+    },
+    Rmdir {
+        dir: usize,
+    },
+    Restart,
+}
+
+const NAMES: [&str; 4] = ["a", "b", "sub/c", "sub/d é"];
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..NAMES.len(), 0u16..12_000, 1u16..6_000, any::<u8>())
+            .prop_map(|(file, offset, len, seed)| Op::Write { file, offset, len, seed }),
+        1 => (0..NAMES.len(), 0u16..12_000).prop_map(|(file, size)| Op::Truncate { file, size }),
+        1 => (0..NAMES.len(), 0..NAMES.len()).prop_map(|(from, to)| Op::Rename { from, to }),
+        1 => (0..NAMES.len()).prop_map(|file| Op::Unlink { file }),
+        1 => (0..2usize).prop_map(|dir| Op::Mkdir { dir }),
+        1 => (0..2usize).prop_map(|dir| Op::Rmdir { dir }),
+        1 => Just(Op::Restart),
+    ]
+}
+
+async fn parent_of(fs: &Fs, path: &str) -> Result<(u64, String), FsError> {
+    match path.rsplit_once('/') {
+        Some((dir, name)) => Ok((ino_of(fs, &[dir]).await?, name.to_owned())),
+        None => Ok((ROOT_INO, path.to_owned())),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Random sequences of writes, truncates, renames, removals and restarts (a crash: the runtime dropped with
+    /// uploads pending) against a model of what each path holds: the fs always agrees with the model, and at the
+    /// end, once drained, so does the grid.
+    #[test]
+    fn the_fs_agrees_with_a_model_of_paths_and_bytes(ops in proptest::collection::vec(op(), 1..25)) {
+        let world = common::runtime().block_on(World::new("model"));
+        let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut dirs = [false, false];
+        let dir_names = ["sub", "other"];
+        let mut runtime = common::runtime();
+        let mut fs = runtime.block_on(async { world.mount("spool") });
+        for op in ops {
+            match op {
+                Op::Restart => {
+                    drop(fs);
+                    drop(runtime);
+                    runtime = common::runtime();
+                    fs = runtime.block_on(async { world.mount("spool") });
+                }
+                Op::Mkdir { dir } => {
+                    let result = runtime.block_on(fs.mkdir(ROOT_INO, dir_names[dir], 0o755));
+                    prop_assert_eq!(result.is_ok(), !dirs[dir], "mkdir {}", dir_names[dir]);
+                    dirs[dir] = true;
+                }
+                Op::Rmdir { dir } => {
+                    let name = dir_names[dir];
+                    let has_files = model.keys().any(|p| p.starts_with(&format!("{name}/")));
+                    let result = runtime.block_on(fs.rmdir(ROOT_INO, name));
+                    match (dirs[dir], has_files) {
+                        (false, _) => prop_assert!(matches!(result, Err(FsError::NotFound))),
+                        (true, true) => prop_assert!(matches!(result, Err(FsError::NotEmpty))),
+                        (true, false) => {
+                            prop_assert!(result.is_ok());
+                            dirs[dir] = false;
+                        }
+                    }
+                }
+                Op::Write { file, offset, len, seed } => {
+                    let path = NAMES[file];
+                    let parent_exists = !path.starts_with("sub/") || dirs[0];
+                    let data = pattern(len as usize, seed);
+                    let result = runtime.block_on(async {
+                        let (parent, name) = parent_of(&fs, path).await?;
+                        let (_, opened) = fs.create(parent, &name, 0o644, libc::O_RDWR).await?;
+                        fs.write(opened.fh, offset as u64, &data).await?;
+                        fs.flush(opened.fh)?;
+                        fs.release(opened.fh);
+                        Ok::<_, FsError>(())
+                    });
+                    prop_assert_eq!(result.is_ok(), parent_exists, "write {} {:?}", path, result);
+                    if parent_exists {
+                        let content = model.entry(path.to_owned()).or_default();
+                        let end = offset as usize + data.len();
+                        if content.len() < end {
+                            content.resize(end, 0);
+                        }
+                        content[offset as usize..end].copy_from_slice(&data);
+                    }
+                }
+                Op::Truncate { file, size } => {
+                    let path = NAMES[file];
+                    let result = runtime.block_on(async {
+                        let (parent, name) = parent_of(&fs, path).await?;
+                        let ino = fs.lookup(parent, &name).await?.ino;
+                        fs.setattr(ino, SetAttr { size: Some(size as u64), ..SetAttr::default() }).await
+                    });
+                    match model.get_mut(path) {
+                        Some(content) => {
+                            prop_assert!(result.is_ok(), "truncate {}: {:?}", path, result);
+                            content.resize(size as usize, 0);
+                        }
+                        None => prop_assert!(result.is_err()),
+                    }
+                }
+                Op::Rename { from, to } => {
+                    let (from, to) = (NAMES[from], NAMES[to]);
+                    let result = runtime.block_on(async {
+                        let (p1, n1) = parent_of(&fs, from).await?;
+                        let (p2, n2) = parent_of(&fs, to).await?;
+                        fs.rename(p1, &n1, p2, &n2, false).await
+                    });
+                    let target_parent = !to.starts_with("sub/") || dirs[0];
+                    match model.get(from).cloned() {
+                        Some(content) if target_parent => {
+                            prop_assert!(result.is_ok(), "rename {} {}: {:?}", from, to, result);
+                            if from != to {
+                                model.remove(from);
+                                model.insert(to.to_owned(), content);
+                            }
+                        }
+                        _ => prop_assert!(result.is_err(), "rename {} {} should fail", from, to),
+                    }
+                }
+                Op::Unlink { file } => {
+                    let path = NAMES[file];
+                    let result = runtime.block_on(async {
+                        let (parent, name) = parent_of(&fs, path).await?;
+                        fs.unlink(parent, &name).await
+                    });
+                    prop_assert_eq!(result.is_ok(), model.remove(path).is_some());
+                }
+            }
+            // The fs agrees with the model after every step.
+            for path in NAMES {
+                let got = runtime.block_on(async {
+                    let (parent, name) = parent_of(&fs, path).await.ok()?;
+                    let ino = fs.lookup(parent, &name).await.ok()?.ino;
+                    Some(read_all(&fs, ino).await)
+                });
+                prop_assert_eq!(got.as_ref(), model.get(path), "{}", path);
+            }
+        }
+        runtime.block_on(fs.drain(|_, _| {}));
+        for path in NAMES {
+            let parts: Vec<&str> = path.split('/').collect();
+            let on_grid = runtime.block_on(async {
+                let (last, dirs) = parts.split_last().unwrap();
+                let node = DirectoryNode::open(world.grid.clone(), world.root.clone(), options().mutable).unwrap();
+                let dirs: Vec<String> = dirs.iter().map(|s| s.to_string()).collect();
+                let dir = node.descend(&dirs).await.ok()?;
+                dir.list().await.unwrap().directory.get(last).cloned()
+            });
+            match model.get(path) {
+                Some(content) => {
+                    prop_assert!(on_grid.is_some(), "{} missing on the grid", path);
+                    prop_assert_eq!(&runtime.block_on(world.grid_file(&parts)), content);
+                }
+                None => prop_assert!(on_grid.is_none(), "{} should not be on the grid", path),
+            }
+        }
+        drop(fs);
+        drop(runtime);
+        let _ = std::fs::remove_dir_all(&world.dir);
+    }
+}
