@@ -420,8 +420,8 @@ class Mount:
             run(["umount", self.path])
             self.unmount_seconds = time.monotonic() - t0
             return ""
-        p = run([self.grid.bin, "unmount", self.path], timeout=timeout or self.unmount_timeout, check=False,
-                env=self.grid.env())
+        p = run([self.grid.bin, "unmount", "--data-dir", self.data_dir, self.path],
+                timeout=timeout or self.unmount_timeout, check=False, env=self.grid.env())
         with open(self.log_path, "a") as f:
             f.write(f"==== tahoe-mount unmount exited {p.returncode}\n{p.out}{p.err}")
         if p.returncode != 0:
@@ -489,7 +489,8 @@ class Mount:
                 run(["umount", "-l", self.path], check=False)
             return
         if is_mounted(self.path) and self.alive():
-            p = run([self.grid.bin, "unmount", self.path], timeout=60, check=False, env=self.grid.env())
+            p = run([self.grid.bin, "unmount", "--data-dir", self.data_dir, self.path], timeout=60, check=False,
+                    env=self.grid.env())
             if p.returncode != 0:
                 log(f"tahoe-mount unmount during cleanup exited {p.returncode}: {(p.out + p.err).strip()[-300:]}")
         if not fusermount_u(self.path):
@@ -516,7 +517,8 @@ class Mount:
     def status(self):
         if self.fake:
             return "(fake mount: no status)"
-        return run([self.grid.bin, "status", self.path], timeout=60, env=self.grid.env()).out
+        return run([self.grid.bin, "status", "--data-dir", self.data_dir, self.path], timeout=60,
+                   env=self.grid.env()).out
 
     def __enter__(self):
         return self.mount()
@@ -535,6 +537,17 @@ class Mount:
                 print(f"    daemon log ({self.log_path}), tail:\n" + file_tail(self.log_path), flush=True)
             self.cleanup()
         return False
+
+
+def pending_changes(status_text):
+    """The N of `status`'s "pending: N changes, ... to upload" line (None if there is no such line)."""
+    for line in status_text.splitlines():
+        if line.startswith("pending:"):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return None
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
