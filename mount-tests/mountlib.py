@@ -367,7 +367,7 @@ class Mount:
             p = subprocess.run(self.command(), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                env=self.grid.env(), timeout=self.ready_timeout, start_new_session=True)
         if p.returncode != 0:
-            raise TestError(f"tahoe-mount mount exited {p.returncode}; log {self.log_path}:\n" + file_tail(self.log_path))
+            raise TestError(f"tahoe-mount mount exited {p.returncode}:\n" + self.log_tail())
         if not self._fuse_mounted():
             raise TestError(f"tahoe-mount mount returned 0 but {self.path} is not a FUSE mount")
         self.pid = self.find_daemon()
@@ -406,6 +406,15 @@ class Mount:
             run(["mount", "-o", "remount,bind,ro", self.path])
 
     # -- stopping
+
+    def log_tail(self, lines=40):
+        """The tail of this Mount's log (the daemon's output in the foreground, the starter's in daemon mode) and,
+        in daemon mode, of the daemon's own DATA_DIR/mount.log."""
+        text = f"    daemon log ({self.log_path}), tail:\n" + file_tail(self.log_path, lines)
+        daemon_log = os.path.join(self.data_dir, "mount.log")
+        if not self.foreground and os.path.exists(daemon_log):
+            text += f"\n    {daemon_log}, tail:\n" + file_tail(daemon_log, lines)
+        return text
 
     def alive(self):
         if self.proc is not None:
@@ -529,12 +538,12 @@ class Mount:
                 if is_mounted(self.path):
                     self.unmount()
             except BaseException:
-                print(f"    daemon log ({self.log_path}), tail:\n" + file_tail(self.log_path), flush=True)
+                print(self.log_tail(), flush=True)
                 self.cleanup()
                 raise
         else:
             if not self.fake:
-                print(f"    daemon log ({self.log_path}), tail:\n" + file_tail(self.log_path), flush=True)
+                print(self.log_tail(), flush=True)
             self.cleanup()
         return False
 
