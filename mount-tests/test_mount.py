@@ -438,15 +438,20 @@ def fsx_reopen_args(fsx):
 def t_fsx(c):
     fsx = ml.tool("fsx.py")
     ops = 10000 if c.quick else 30000
+    failed = []
     with c.mount("fsx") as m:
         for name, extra in (("plain", []), ("reopen-heavy", fsx_reopen_args(fsx))):
             t0 = time.monotonic()
             p = ml.run([sys.executable, fsx, os.path.join(m.path, f"fsx-{name}"), "--ops", ops, "--seed", c.a.seed,
                         "--log", os.path.join(c.dir("t", "fsx"), f"fsx-{name}.log")] + extra, timeout=3600, check=False)
             if p.returncode != 0:
-                raise TestError(f"fsx.py ({name}, {ops} ops) exited {p.returncode}:\n{ml.tail(p.out + p.err)}")
+                log(f"fsx {name}: FAILED after {time.monotonic() - t0:.1f} s:\n{ml.tail(p.out + p.err, 40)}")
+                failed.append(name)
+                continue
             summary = p.out.strip().splitlines()[-1] if p.out.strip() else ""
             log(f"fsx {name}: no mismatch, {time.monotonic() - t0:.1f} s; {summary.split(': ', 1)[-1]}")
+    if failed:
+        raise TestError(f"fsx.py ({ops} ops) failed: {', '.join(failed)} (reports above)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
