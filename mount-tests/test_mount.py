@@ -1,0 +1,734 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the tahoe-mount FUSE mount on a real local grid of tahoe-lafs 1.20 storage nodes.
+
+usage: test_mount.py [--bin PATH] [--only NAME[,NAME]] [--quick] [--fake-mount] [--keep] [--work DIR]
+
+One grid of 5 storage nodes with a grid service directory (mountlib.Grid), mounted through its invitation with
+shares 2-of-4, happy 3. Every test mounts a root of its own (its own --config-dir), and asserts what a user would
+see:
+  tree     maketree.py (>= 2000 files, a 100 MiB file; --quick 20 MiB) copied in by `cp -a`, `tar x` and
+           `rsync -a`: each copy `diff -r` clean, `rsync -n -c -a --itemize-changes` itemizes nothing, modes and
+           ns mtimes equal, a second `rsync -a` transfers nothing; again after unmount and a fresh mount
+  restic   restic init / backup into the mount, remount, check --read-data, restore elsewhere, diff -r
+  kill9    files closed (30 MiB ones and many small ones), daemon killed with SIGKILL while uploads are pending,
+           mounted again with the same --config-dir/--data-dir: every closed file there (SHA-256); then again from a
+           fresh data dir (from the grid alone)
+  servers  a node stopped during a large upload: write + fsync succeed; happiness made impossible: fsync fails
+           and the file stays pending; nodes back: unmount waits and succeeds, a fresh mount reads both files
+  fsx      fsx.py, >= 10000 ops, then a close/reopen-heavy run
+  small    .grid/, mkdir/rmdir (ENOTEMPTY), rename over a file and across dirs, hard link, symlink, chmod and
+           touch -d through a remount, df, read-only mounts (-o ro, --root READCAP) refuse writes with EROFS
+  cli      `mount` without -f returns once mounted (daemon), the word `mount` may be left out, `status`, a bad
+           invitation fails with a message
+Prints each test and its time; exits non-zero if any fails. --fake-mount bind-mounts a local directory in place
+of the FUSE mount (no tahoe-mount mount needed) to show the checks themselves work: what only the real mount
+can show is reported as skipped. maketree.py and fsx.py are mount-tests/ (or $TAHOE_MOUNT_TEST_TOOLS) scripts.
+"""
+
+import argparse
+import errno
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+try:
+    import allmydata  # noqa: F401  (only to know we run in the tahoe venv)
+except ImportError:
+    if os.environ.get("TAHOE_MOUNT_TEST_REEXEC"):
+        sys.exit("test_mount.py: the interpreter from venv.sh cannot import allmydata")
+    out = subprocess.run(["bash", os.path.join(HERE, "venv.sh")], stdout=subprocess.PIPE)
+    if out.returncode != 0 or not out.stdout.strip():
+        sys.exit(f"test_mount.py: no tahoe-lafs here, and mount-tests/venv.sh failed (status {out.returncode})")
+    python = out.stdout.decode().strip().splitlines()[-1]
+    os.environ["TAHOE_MOUNT_TEST_REEXEC"] = "1"
+    os.execv(python, [python, os.path.abspath(__file__)] + sys.argv[1:])
+
+import mountlib as ml  # noqa: E402
+from mountlib import MiB, TestError, log  # noqa: E402
+
+TESTS = []
+
+
+def test(name, timeout, quick_timeout):
+    def register(fn):
+        TESTS.append((name, fn, timeout, quick_timeout))
+        return fn
+
+    return register
+
+
+class Skip(Exception):
+    pass
+
+
+class Ctx:
+    def __init__(self, a, grid):
+        self.a = a
+        self.grid = grid
+        self.quick = a.quick
+        self.fake = a.fake_mount
+        self.work = a.work
+        self.skipped = []  # what this test could not check (fake mount)
+        self._tree = None
+
+    def dir(self, *p):
+        d = os.path.join(self.work, *p)
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    def mount(self, name, data="data", config="config", **kw):
+        base = self.dir("t", name)
+        return ml.Mount(self.grid, os.path.join(base, kw.pop("mnt", "mnt")), os.path.join(base, config),
+                        os.path.join(base, data), fake=self.fake, **kw)
+
+    def fresh_data_dir(self, m):
+        """A data directory the mount has never used (DATA.1, DATA.2, ...): a mount from it reads the grid only."""
+        base = getattr(m, "first_data_dir", None) or m.data_dir
+        m.first_data_dir = base
+        i = 1
+        while os.path.exists(f"{base}.{i}"):
+            i += 1
+        return f"{base}.{i}"
+
+    def skip(self, what):
+        self.skipped.append(what)
+        log(f"SKIP (fake mount): {what}")
+
+    def tree(self):
+        """The source tree of maketree.py, made once per run."""
+        if self._tree is None:
+            src = os.path.join(self.work, "src-tree")
+            shutil.rmtree(src, ignore_errors=True)
+            big = 20 * MiB if self.quick else 100 * MiB
+            t0 = time.monotonic()
+            ml.run([sys.executable, ml.tool("maketree.py"), src, "--files", "2000", "--big-size", big,
+                    "--seed", self.a.seed], timeout=1800)
+            n = sum(len(d) + len(f) for _, d, f in os.walk(src))
+            size = sum(os.lstat(os.path.join(dp, f)).st_size for dp, _, fs in os.walk(src) for f in fs)
+            log(f"maketree: {n} entries, {size / MiB:.1f} MiB in {time.monotonic() - t0:.1f} s")
+            if n < 2000:
+                raise TestError(f"maketree.py made only {n} entries")
+            self._tree = src
+        return self._tree
+
+
+def mbps(size, seconds):
+    return f"{size / seconds / 1e6:.1f} MB/s" if seconds > 0 else "-"
+
+
+def tree_size(root):
+    return sum(os.lstat(os.path.join(dp, f)).st_size for dp, _, fs in os.walk(root) for f in fs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a. tree
+
+
+def check_copy(src, dst, again=True):
+    t0 = time.monotonic()
+    ml.diff_r(src, dst)
+    ml.rsync_verify(src, dst)
+    ml.compare_meta(src, dst)
+    if again:
+        ml.rsync_again(src, dst)
+    log(f"  {os.path.basename(dst)}: diff -r clean, rsync -n -c itemizes nothing, modes and ns mtimes equal"
+        + (", a second rsync -a transfers nothing" if again else "") + f" ({time.monotonic() - t0:.1f} s)")
+
+
+@test("tree", 7200, 3600)
+def t_tree(c):
+    src = c.tree()
+    size = tree_size(src)
+    tarball = os.path.join(c.work, "src-tree.tar")
+    # pax format: keeps ns mtimes, long and UTF-8 names.
+    ml.run(["tar", "--format=posix", "-C", src, "-cf", tarball, "."])
+    with c.mount("tree") as m:
+        copies = []
+        for how in ("cp", "tar", "rsync"):
+            dst = os.path.join(m.path, f"by-{how}")
+            t0 = time.monotonic()
+            if how == "cp":
+                ml.run(["cp", "-a", src, dst], timeout=3600)
+            elif how == "tar":
+                os.mkdir(dst)
+                ml.run(["tar", "-xpf", tarball, "-C", dst], timeout=3600)
+            else:
+                ml.run(["rsync", "-a", src + "/", dst + "/"], timeout=3600)
+            took = time.monotonic() - t0
+            log(f"{how} into the mount: {took:.1f} s ({mbps(size, took)})")
+            check_copy(src, dst)
+            copies.append(dst)
+        t0 = time.monotonic()
+        m.unmount()
+        log(f"unmount (waits for the uploads): {m.unmount_seconds:.1f} s")
+        ml.drop_caches()
+        m.data_dir = c.fresh_data_dir(m)
+        m.mount()
+        log(f"mounted again from a fresh data dir, page cache dropped")
+        for dst in copies:
+            check_copy(src, dst, again=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# b. restic
+
+
+@test("restic", 7200, 3600)
+def t_restic(c):
+    src = c.tree()
+    env = dict(os.environ, RESTIC_PASSWORD="tahoe-mount test", RESTIC_CACHE_DIR=c.dir("restic-cache"))
+    restored = os.path.join(c.work, "restic-restored")
+    shutil.rmtree(restored, ignore_errors=True)
+    with c.mount("restic") as m:
+        repo = os.path.join(m.path, "restic-repo")
+        for step, args in (
+            ("init", ["init"]),
+            ("backup", ["backup", src]),
+        ):
+            t0 = time.monotonic()
+            ml.run(["restic", "--repo", repo] + args, env=env, timeout=3600)
+            log(f"restic {step}: {time.monotonic() - t0:.1f} s")
+        m.remount(data_dir=c.fresh_data_dir(m))
+        log("mounted again from a fresh data dir, page cache dropped")
+        for step, args in (
+            ("check --read-data", ["check", "--read-data"]),
+            ("restore", ["restore", "latest", "--target", restored]),
+        ):
+            t0 = time.monotonic()
+            ml.run(["restic", "--repo", repo] + args, env=env, timeout=3600)
+            log(f"restic {step}: {time.monotonic() - t0:.1f} s")
+    out = os.path.join(restored, os.path.relpath(src, "/"))
+    ml.diff_r(src, out)
+    ml.rsync_verify(src, out)
+    log("restored tree: diff -r clean, rsync -n -c itemizes nothing")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# c. kill -9
+
+
+def verify_files(root, expected):
+    bad = []
+    for rel, digest in expected.items():
+        p = os.path.join(root, rel)
+        try:
+            got = ml.sha256_file(p)
+        except OSError as e:
+            bad.append(f"{rel}: {e}")
+            continue
+        if got != digest:
+            bad.append(f"{rel}: content differs (SHA-256)")
+    if bad:
+        raise TestError(f"{len(bad)} of {len(expected)} files missing or different, first ones:\n"
+                        + "\n".join("      " + b for b in bad[:15]))
+
+
+@test("kill9", 3600, 1800)
+def t_kill9(c):
+    nbig, nsmall = (1, 300) if c.quick else (3, 1000)
+    rng = random.Random(c.a.seed)
+    expected = {}
+    with c.mount("kill9") as m:
+        d = os.path.join(m.path, "k")
+        os.mkdir(d)
+        t0 = time.monotonic()
+        for i in range(nbig):
+            expected[f"k/big{i}.bin"] = ml.write_random(os.path.join(d, f"big{i}.bin"), 30 * MiB, rng.random())
+        os.mkdir(os.path.join(d, "small"))
+        for i in range(nsmall):
+            data = ml.random_bytes(rng, rng.choice([0, 1, 1000, 4096, rng.randrange(1, 65536)]))
+            rel = f"k/small/f{i:04d}"
+            ml.write_file(os.path.join(m.path, rel), data)
+            expected[rel] = hashlib.sha256(data).hexdigest()
+        log(f"wrote and closed {nbig} x 30 MiB and {nsmall} small files in {time.monotonic() - t0:.1f} s")
+        if c.fake:
+            c.skip("status before the kill")
+        else:
+            t1 = time.monotonic()
+            st = m.status()
+            pending = ml.pending_changes(st)
+            log(f"status ({time.monotonic() - t1:.2f} s) just before the kill: {pending} changes pending\n"
+                + ml.tail(st, 8))
+            if pending is None:
+                raise TestError(f"status shows no 'pending: N changes' line:\n{ml.tail(st)}")
+            if pending == 0:
+                log("WARNING: nothing was pending when the daemon was killed: this run shows less than it should")
+        m.kill9()
+        m.mount()
+        t0 = time.monotonic()
+        verify_files(m.path, expected)
+        log(f"after kill -9 and a new mount (same config and data dirs): all {len(expected)} files identical "
+            f"({time.monotonic() - t0:.1f} s)")
+        m.unmount()
+        log(f"unmount (waits for the replayed uploads): {m.unmount_seconds:.1f} s")
+        ml.drop_caches()
+        m.data_dir = c.fresh_data_dir(m)
+        m.mount()
+        verify_files(m.path, expected)
+        log("mounted from a fresh data dir (only the grid): all files identical")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# d. storage servers stopped
+
+
+def incoming_shares(grid, i):
+    """Number of partial shares node i is receiving now (Tahoe writes them under storage/shares/incoming)."""
+    n = 0
+    for _, _, files in os.walk(os.path.join(grid.dir, f"storage{i}", "storage", "shares", "incoming")):
+        n += len(files)
+    return n
+
+
+class Bg(threading.Thread):
+    """fn() in a thread; .result or .error once done."""
+
+    def __init__(self, fn):
+        super().__init__(daemon=True)
+        self.fn, self.result, self.error = fn, None, None
+        self.start()
+
+    def run(self):
+        try:
+            self.result = self.fn()
+        except BaseException as e:
+            self.error = e
+
+
+@test("servers", 3600, 1800)
+def t_servers(c):
+    g = c.grid
+    if g.n < 5 or (g.needed, g.happy, g.total) != (2, 3, 4):
+        raise TestError("needs the 5-node grid with shares 2-of-4, happy 3")
+    size = 64 * MiB if c.quick else 200 * MiB
+    try:
+        with c.mount("servers") as m:
+            big = os.path.join(m.path, "big.bin")
+            written = threading.Event()
+
+            def write_big():
+                seed = c.a.seed + 1
+                rng = random.Random(seed)
+                h = hashlib.sha256()
+                with open(big, "wb") as f:
+                    left = size
+                    while left:
+                        b = ml.random_bytes(rng, min(left, 4 * MiB))
+                        f.write(b)
+                        h.update(b)
+                        left -= len(b)
+                        if left <= size // 2:
+                            written.set()
+                    f.flush()
+                    t0 = time.monotonic()
+                    os.fsync(f.fileno())
+                    log(f"fsync of {size / MiB:.0f} MiB returned after {time.monotonic() - t0:.1f} s")
+                return h.hexdigest()
+
+            t0 = time.monotonic()
+            w = Bg(write_big)
+            # Stop a node that is receiving a share of this file, as soon as one is; if no upload is seen while the
+            # file is written (it may start at close or fsync), keep looking until the writer is done.
+            stopped = None
+            while w.is_alive() and stopped is None:
+                busy = [i for i in g.running() if incoming_shares(g, i)]
+                if busy:
+                    stopped = busy[0]
+                    g.stop_nodes(stopped)
+                    log(f"stopped storage{stopped} while it was receiving a share "
+                        f"({time.monotonic() - t0:.1f} s into the write)")
+                time.sleep(0.05)
+            w.join()
+            if w.error:
+                raise TestError(f"write + fsync with one node stopped failed: {w.error!r}")
+            if stopped is None:
+                if not c.fake:
+                    raise TestError("no node was ever seen receiving a share during write + fsync")
+                c.skip("a node stopped during the upload (no upload to see)")
+                stopped = 4
+                g.stop_nodes(stopped)
+            digest = w.result
+            log(f"write + fsync of {size / MiB:.0f} MiB with storage{stopped} stopped: ok in "
+                f"{time.monotonic() - t0:.1f} s")
+            if ml.sha256_file(big) != digest:
+                raise TestError("big.bin reads back different")
+            # Happiness impossible: 2 nodes left, happy is 3.
+            more = [i for i in g.running()][:2]
+            g.stop_nodes(*more)
+            log(f"stopped storage{more[0]} and storage{more[1]} too: running {g.running()}, happy {g.happy}")
+            small = os.path.join(m.path, "while-unhappy.bin")
+            small_size = 8 * MiB
+
+            def write_small():
+                with open(small, "wb") as f:
+                    f.write(ml.random_bytes(random.Random(7), small_size))
+                    f.flush()
+                    t1 = time.monotonic()
+                    try:
+                        os.fsync(f.fileno())
+                    except OSError as e:
+                        return e, time.monotonic() - t1
+                    return None, time.monotonic() - t1
+
+            small_digest = hashlib.sha256(ml.random_bytes(random.Random(7), small_size)).hexdigest()
+            w = Bg(write_small)
+            w.join(600)
+            if w.is_alive():
+                raise TestError("fsync with happiness impossible neither failed nor returned within 600 s")
+            if w.error:
+                raise TestError(f"writing while unhappy failed before fsync: {w.error!r}")
+            err, took = w.result
+            if c.fake:
+                c.skip("fsync fails when happiness is impossible")
+                c.skip("status shows the unhappy file pending")
+            else:
+                if err is None:
+                    raise TestError(f"fsync succeeded with {len(g.running())} servers running and happy {g.happy}")
+                log(f"fsync failed as it should, after {took:.1f} s: {err!r}")
+                if err.errno not in (errno.EIO, errno.ENOSPC, errno.EAGAIN, errno.ETIMEDOUT, errno.EHOSTUNREACH,
+                                     errno.ENOTCONN, errno.EREMOTEIO):
+                    log(f"note: errno {errno.errorcode.get(err.errno, err.errno)} is not one of the usual ones")
+                st = m.status()
+                log("status while unhappy:\n" + ml.tail(st, 12))
+                if not ml.pending_changes(st) or "while-unhappy.bin" not in st:
+                    raise TestError("status does not show while-unhappy.bin pending")
+            if ml.sha256_file(small) != small_digest:
+                raise TestError("the file whose upload failed does not read back identical from the mount")
+            g.start_nodes()
+            log(f"started the nodes again: running {g.running()}")
+            out = m.unmount()
+            log(f"unmount waited for the pending upload and succeeded in {m.unmount_seconds:.1f} s:\n"
+                + ml.tail(out, 6))
+            ml.drop_caches()
+            m.data_dir = c.fresh_data_dir(m)
+            m.mount()
+            if ml.sha256_file(os.path.join(m.path, "big.bin")) != digest:
+                raise TestError("after a fresh mount, big.bin differs")
+            if ml.sha256_file(os.path.join(m.path, "while-unhappy.bin")) != small_digest:
+                raise TestError("after a fresh mount, while-unhappy.bin differs")
+            log("fresh mount (new data dir): both files identical")
+    finally:
+        g.start_nodes()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# e. fsx
+
+
+def fsx_reopen_args(fsx):
+    """The close/reopen-heavy mix: fsx.py --reopen-prob (its default is 0.03)."""
+    help_text = ml.run([sys.executable, fsx, "--help"]).out
+    if "--reopen-prob" not in help_text:
+        raise TestError(f"fsx.py --help shows no --reopen-prob:\n{ml.tail(help_text)}")
+    return ["--reopen-prob", "0.3"]
+
+
+@test("fsx", 3600, 1800)
+def t_fsx(c):
+    fsx = ml.tool("fsx.py")
+    ops = 10000 if c.quick else 30000
+    failed = []
+    with c.mount("fsx") as m:
+        for name, extra in (("plain", []), ("reopen-heavy", fsx_reopen_args(fsx))):
+            t0 = time.monotonic()
+            p = ml.run([sys.executable, fsx, os.path.join(m.path, f"fsx-{name}"), "--ops", ops, "--seed", c.a.seed,
+                        "--log", os.path.join(c.dir("t", "fsx"), f"fsx-{name}.log")] + extra, timeout=3600, check=False)
+            if p.returncode != 0:
+                log(f"fsx {name}: FAILED after {time.monotonic() - t0:.1f} s:\n{ml.tail(p.out + p.err, 40)}")
+                failed.append(name)
+                continue
+            summary = p.out.strip().splitlines()[-1] if p.out.strip() else ""
+            log(f"fsx {name}: no mismatch, {time.monotonic() - t0:.1f} s; {summary.split(': ', 1)[-1]}")
+    if failed:
+        raise TestError(f"fsx.py ({ops} ops) failed: {', '.join(failed)} (reports above)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# f. small things users notice
+
+
+def root_writecap(config_dir):
+    roots = os.path.join(config_dir, "roots")
+    files = [os.path.join(roots, f) for f in os.listdir(roots)] if os.path.isdir(roots) else []
+    if len(files) != 1:
+        raise TestError(f"expected one saved root under {roots}, found {files}")
+    mode = os.stat(files[0]).st_mode & 0o777
+    if mode != 0o600:
+        raise TestError(f"{files[0]} has mode {oct(mode)}, not 0600")
+    with open(files[0]) as f:
+        text = f.read()
+    caps = [w for w in text.split() if w.startswith("URI:DIR2")]
+    if not caps:
+        raise TestError(f"{files[0]} holds no URI:DIR2 cap")
+    return caps[0]
+
+
+def readcap_of(binary, writecap):
+    out = ml.run([binary, "cap", "-"], input=writecap).out
+    caps = [w.strip(",;") for w in out.split() if w.startswith("URI:DIR2-RO:") or w.startswith("URI:DIR2-MDMF-RO:")]
+    if not caps:
+        raise TestError(f"`tahoe-mount cap` shows no read-only cap:\n{ml.tail(out)}")
+    return caps[0]
+
+
+def check_ro(path, what):
+    ml.expect_errno(lambda: open(os.path.join(path, "new-file"), "wb").close(), errno.EROFS, what=f"{what}: create")
+    ml.expect_errno(lambda: os.mkdir(os.path.join(path, "new-dir")), errno.EROFS, what=f"{what}: mkdir")
+    ml.expect_errno(lambda: open(os.path.join(path, "kept.txt"), "r+b").close(), errno.EROFS,
+                    what=f"{what}: open for writing")
+    ml.expect_errno(lambda: os.unlink(os.path.join(path, "kept.txt")), errno.EROFS, what=f"{what}: unlink")
+    if ml.read_file(os.path.join(path, "kept.txt")) != b"kept\n":
+        raise TestError(f"{what}: kept.txt does not read back")
+
+
+@test("small", 1800, 900)
+def t_small(c):
+    g = c.grid
+    with c.mount("small") as m:
+        p = m.path
+        # .grid/
+        gd = os.path.join(p, ".grid")
+        names = sorted(os.listdir(gd))
+        if len(names) != g.n:
+            raise TestError(f".grid/ lists {names}, expected {g.n} servers")
+        texts = []
+        for n in names:
+            with open(os.path.join(gd, n)) as f:
+                text = f.read()
+            try:
+                json.loads(text)
+            except ValueError as e:
+                raise TestError(f".grid/{n} is not JSON ({e}): {text[:200]!r}") from None
+            texts.append(text)
+        missing = [s["name"] for s in g.servers() if not any(s["nurl"] in t for t in texts)]
+        if missing:
+            raise TestError(f"no file in .grid/ has the NURL of {missing}")
+        if c.fake:
+            c.skip(".grid/ refuses writes")
+        else:
+            ml.expect_errno(lambda: open(os.path.join(gd, "x"), "wb").close(), errno.EROFS, errno.EACCES,
+                            errno.EPERM, what="create in .grid/")
+            ml.expect_errno(lambda: open(os.path.join(gd, names[0]), "ab").close(), errno.EROFS, errno.EACCES,
+                            errno.EPERM, what="open .grid/ file for writing")
+        log(f".grid/: {len(names)} files of valid JSON, one per server")
+        # mkdir / rmdir
+        os.makedirs(os.path.join(p, "a", "b"))
+        ml.expect_errno(lambda: os.rmdir(os.path.join(p, "a")), errno.ENOTEMPTY, errno.EEXIST, what="rmdir non-empty")
+        os.rmdir(os.path.join(p, "a", "b"))
+        os.rmdir(os.path.join(p, "a"))
+        if os.path.exists(os.path.join(p, "a")):
+            raise TestError("a/ still there after rmdir")
+        log("mkdir -p, rmdir of a non-empty dir (ENOTEMPTY), rmdir: ok")
+        # rename over a file, across dirs
+        ml.write_file(os.path.join(p, "x"), b"one")
+        ml.write_file(os.path.join(p, "y"), b"two")
+        os.rename(os.path.join(p, "x"), os.path.join(p, "y"))
+        if os.path.exists(os.path.join(p, "x")) or ml.read_file(os.path.join(p, "y")) != b"one":
+            raise TestError("rename x over y: x still there or y not x's content")
+        os.mkdir(os.path.join(p, "d1"))
+        os.mkdir(os.path.join(p, "d2"))
+        ml.write_file(os.path.join(p, "d1", "f"), b"moved\n")
+        os.rename(os.path.join(p, "d1", "f"), os.path.join(p, "d2", "g"))
+        if os.listdir(os.path.join(p, "d1")) or ml.read_file(os.path.join(p, "d2", "g")) != b"moved\n":
+            raise TestError("rename d1/f to d2/g: not moved")
+        os.rename(os.path.join(p, "d2"), os.path.join(p, "d1", "d2"))
+        if ml.read_file(os.path.join(p, "d1", "d2", "g")) != b"moved\n":
+            raise TestError("rename of a directory into another: d1/d2/g not there")
+        log("rename over a file, across dirs, of a dir: ok")
+        # hard link, symlink
+        ml.write_file(os.path.join(p, "orig"), b"linked content\n" * 1000)
+        ml.run(["ln", os.path.join(p, "orig"), os.path.join(p, "hard")])
+        if ml.read_file(os.path.join(p, "hard")) != ml.read_file(os.path.join(p, "orig")):
+            raise TestError("the hard link reads other content")
+        os.symlink("d1/d2/g", os.path.join(p, "sym"))
+        if os.readlink(os.path.join(p, "sym")) != "d1/d2/g" or ml.read_file(os.path.join(p, "sym")) != b"moved\n":
+            raise TestError("symlink: readlink or reading through it differs")
+        log("hard link (ln) reads the same content; symlink + readlink: ok")
+        # chmod, touch -d, through a remount
+        meta = os.path.join(p, "meta.txt")
+        ml.write_file(meta, b"meta\n")
+        os.chmod(meta, 0o751)
+        ml.run(["touch", "-d", "2001-02-03 04:05:06.123456789", meta])
+        os.chmod(os.path.join(p, "d1"), 0o700)
+        ml.run(["touch", "-d", "1999-12-31 23:59:59.5", os.path.join(p, "d1")])
+        want = {q: (os.stat(q).st_mode & 0o7777, os.stat(q).st_mtime_ns) for q in (meta, os.path.join(p, "d1"))}
+        local = os.path.join(c.work, "touch-reference")
+        ml.write_file(local, b"")
+        ml.run(["touch", "-d", "2001-02-03 04:05:06.123456789", local])
+        if want[meta] != (0o751, os.stat(local).st_mtime_ns):
+            raise TestError(f"meta.txt after chmod 751 and touch -d: mode {oct(want[meta][0])}, mtime_ns "
+                            f"{want[meta][1]}, expected {os.stat(local).st_mtime_ns}")
+        # df
+        df = ml.run(["df", "-B1", p]).out.splitlines()
+        size = int(df[1].split()[1])
+        vfs = os.statvfs(p)
+        if size <= 0 or vfs.f_blocks <= 0 or vfs.f_bsize <= 0:
+            raise TestError(f"df shows no size: {df} / statvfs {vfs}")
+        log(f"df: size {size / 1e9:.1f} GB, available {int(df[1].split()[3]) / 1e9:.1f} GB")
+        ml.write_file(os.path.join(p, "kept.txt"), b"kept\n")
+        m.remount(data_dir=c.fresh_data_dir(m))
+        got = {q: (os.stat(q).st_mode & 0o7777, os.stat(q).st_mtime_ns) for q in want}
+        if got != want:
+            raise TestError(f"chmod/touch -d did not survive a remount: {want} then {got}")
+        for rel, data in (("hard", b"linked content\n" * 1000), ("d1/d2/g", b"moved\n"), ("y", b"one")):
+            if ml.read_file(os.path.join(m.path, rel)) != data:
+                raise TestError(f"{rel} differs after the remount")
+        if os.readlink(os.path.join(m.path, "sym")) != "d1/d2/g":
+            raise TestError("symlink target differs after the remount")
+        log("after a remount (fresh data dir): modes, ns mtimes, links, renamed files as they were")
+        config = m.config_dir
+    # read-only mounts of the same root
+    with c.mount("small", data="data-ro", mnt="mnt-ro", options=["ro"]) as ro:
+        check_ro(ro.path, "-o ro")
+        log("-o ro: create, mkdir, open for writing and unlink fail with EROFS; files read")
+    if c.fake:
+        c.skip("--root READCAP")
+        return
+    readcap = readcap_of(c.grid.bin, root_writecap(config))
+    with c.mount("small", data="data-rocap", mnt="mnt-rocap", config="config-rocap", root=readcap) as ro:
+        check_ro(ro.path, "--root READCAP")
+        log("--root READCAP (another config dir): read-only, EROFS on writes; files read")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# g. the command line
+
+
+@test("cli", 600, 600)
+def t_cli(c):
+    if c.fake:
+        c.skip("the whole cli test (it is about the binary)")
+        return
+    m = c.mount("cli", foreground=False)
+    with m:
+        ml.write_file(os.path.join(m.path, "hello"), b"hello\n")
+        st = m.status()
+        log(f"daemon mode: mounted when `mount` returned (pid {m.pid}); status:\n" + ml.tail(st, 10))
+        if ml.pending_changes(st) is None or f"servers: {c.grid.n}" not in st:
+            raise TestError(f"status shows no pending line or not servers: {c.grid.n}")
+    # without the word `mount`, and with the -o options of the contract
+    m2 = c.mount("cli", data="data-2", mnt="mnt-2", foreground=False,
+                 options=["dir_ttl=5", f"cache_size={256 * MiB}", f"spool_size={1024 * MiB}"])
+    orig = m2.command
+    m2.command = lambda: [x for i, x in enumerate(orig()) if not (i == 1 and x == "mount")]
+    with m2:
+        if ml.read_file(os.path.join(m2.path, "hello")) != b"hello\n":
+            raise TestError("`tahoe-mount GRID MOUNTPOINT` (no `mount`): hello differs")
+        log("`tahoe-mount -o dir_ttl=5,cache_size=..,spool_size=.. GRID MOUNTPOINT` (without `mount`) mounts the "
+            "same root")
+    # a bad invitation: non-zero exit, a message, nothing mounted
+    mp = c.dir("t", "cli", "mnt-bad")
+    p = ml.run([c.grid.bin, "mount", "--config-dir", c.dir("t", "cli", "config-bad"), "--data-dir",
+                c.dir("t", "cli", "data-bad"), '{"not": "an invitation"}', mp], check=False, timeout=120,
+               env=c.grid.env())
+    if p.returncode == 0 or not (p.out + p.err).strip() or ml.is_mounted(mp):
+        ml.fusermount_u(mp)
+        raise TestError(f"mount of a bad invitation: exit {p.returncode}, output {(p.out + p.err)!r}")
+    log(f"a bad invitation: exit {p.returncode}: {(p.out + p.err).strip().splitlines()[-1][:200]}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def clean_leftovers(work):
+    """Unmounts anything a previous run left mounted under the work directory."""
+    for mp in sorted(ml.mounts(), key=len, reverse=True):
+        if mp.startswith(work.rstrip("/") + "/"):
+            print(f"unmounting a leftover mount {mp}")
+            ml.fusermount_u(mp)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bin", default=ml.default_bin(), help="tahoe-mount binary")
+    p.add_argument("--only", help="run only these tests (comma-separated names)")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, for CI")
+    p.add_argument("--fake-mount", action="store_true", help="a bind-mounted local directory instead of the mount")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (and the grid's shares) afterwards")
+    p.add_argument("--work", default=os.path.join(REPO, "mount-tests", "work", "mount"), help="work directory")
+    p.add_argument("--seed", type=int, default=int(os.environ.get("TAHOE_MOUNT_TEST_SEED", "1")))
+    a = p.parse_args()
+    a.bin = os.path.abspath(a.bin)
+    a.work = os.path.abspath(a.work)
+    names = [t[0] for t in TESTS]
+    chosen = TESTS
+    if a.only:
+        want = a.only.split(",")
+        unknown = [w for w in want if w not in names]
+        if unknown:
+            p.error(f"unknown test(s) {unknown}; tests: {', '.join(names)}")
+        chosen = [t for t in TESTS if t[0] in want]
+    if os.geteuid() != 0:
+        print("note: not root; dropping the page cache and bind mounts (--fake-mount) need root", file=sys.stderr)
+    if not a.fake_mount and not ml.has_mount_command(a.bin):
+        print(f"test_mount.py: {a.bin} has no `mount` command (--fake-mount runs the checks without it)",
+              file=sys.stderr)
+        return 2
+    clean_leftovers(a.work)
+    grid_dir = os.path.join(a.work, "grid")
+    ml.Grid(grid_dir).stop()
+    shutil.rmtree(a.work, ignore_errors=True)
+    os.makedirs(a.work)
+    print(f"tahoe-mount mount tests ({'quick' if a.quick else 'full'}{', FAKE MOUNT' if a.fake_mount else ''}), "
+          f"binary {a.bin}, work {a.work}", flush=True)
+    grid = ml.Grid(grid_dir, n=5, bin=a.bin, needed=2, happy=3, total=4)
+    results = []
+    t_all = time.monotonic()
+    try:
+        grid.start()
+        ctx = Ctx(a, grid)
+        for name, fn, timeout, quick_timeout in chosen:
+            limit = quick_timeout if a.quick else timeout
+            print(f"== {name}", flush=True)
+            ctx.skipped = []
+            t0 = time.monotonic()
+
+            def alarm(signum, frame, name=name, limit=limit):
+                raise TestError(f"test {name} did not finish within {limit} s")
+
+            signal.signal(signal.SIGALRM, alarm)
+            signal.alarm(limit)
+            try:
+                fn(ctx)
+                outcome = "ok" if not ctx.skipped else f"ok, {len(ctx.skipped)} check(s) skipped"
+            except TestError as e:
+                outcome = "FAIL"
+                print(f"    FAIL: {e}", flush=True)
+            except Exception as e:
+                outcome = "FAIL"
+                print(f"    FAIL: {type(e).__name__}: {e}\n" + ml.tail(traceback.format_exc(), 20), flush=True)
+            finally:
+                signal.alarm(0)
+            took = time.monotonic() - t0
+            results.append((name, outcome, took, list(ctx.skipped)))
+            print(f"{outcome.split(',')[0].upper():4} {name} ({took:.1f} s)", flush=True)
+    except TestError as e:
+        print(f"test_mount.py: setting up the grid failed: {e}", file=sys.stderr)
+        results.append(("grid", "FAIL", 0, []))
+    finally:
+        clean_leftovers(a.work)
+        grid.stop()
+    print(f"\nsummary ({time.monotonic() - t_all:.0f} s{', FAKE MOUNT' if a.fake_mount else ''}):")
+    for name, outcome, took, skipped in results:
+        print(f"  {name:8} {outcome:28} {took:7.1f} s" + (f"   skipped: {'; '.join(skipped)}" if skipped else ""))
+    failed = [r for r in results if r[1] == "FAIL"]
+    if not failed and not a.keep:
+        shutil.rmtree(a.work, ignore_errors=True)
+    elif os.path.isdir(a.work):
+        print(f"work directory kept: {a.work}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
