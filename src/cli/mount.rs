@@ -690,9 +690,10 @@ fn answer(
             if let Some(e) = failed {
                 return Err(e);
             }
+            // Said first: once unmounted, this process may finish and exit before another line gets out.
+            writeln!(out, "unmounting")?;
             match unmount_now(unmounter) {
                 Ok(()) => {
-                    writeln!(out, "unmounted")?;
                     // The connection stays open until this process has finished and exits: its end tells the
                     // client that the mount is gone for good (and its spool free for the next mount).
                     std::mem::forget(stream);
@@ -766,20 +767,27 @@ pub(super) fn unmount(mountpoint: &Path, data_dir_arg: Option<&Path>) -> anyhow:
     };
     (&stream).write_all(b"unmount\n")?;
     for line in BufReader::new(&stream).lines() {
-        let line = line?;
-        if line == "unmounted" {
-            // The mount process closes the connection as it exits.
-            let mut rest = String::new();
-            let _ = std::io::Read::read_to_string(&mut &stream, &mut rest);
-            eprintln!("tahoe-mount: unmounted {}", mountpoint.display());
-            return Ok(());
+        let Ok(line) = line else {
+            break;
+        };
+        if line == "unmounting" {
+            // The mount process closes the connection as it exits; an error line may come first.
+            continue;
         }
         if let Some(why) = line.strip_prefix("error: ") {
             bail!("{why}");
         }
         eprintln!("tahoe-mount: {line}");
     }
-    bail!("the mount process went away before it unmounted")
+    let mountpoint = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned());
+    if is_mounted(&mountpoint) {
+        bail!(
+            "the mount process went away, and {} is still mounted",
+            mountpoint.display()
+        );
+    }
+    eprintln!("tahoe-mount: unmounted {}", mountpoint.display());
+    Ok(())
 }
 
 /// `tahoe-mount status MOUNTPOINT`.

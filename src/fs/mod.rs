@@ -406,7 +406,10 @@ fn same_child(node: &Node, child: &Child) -> bool {
     match (node, child) {
         (Node::Dir { cap, .. }, Child::Known(c)) => cap == c,
         (Node::File(file), Child::Known(c)) => {
-            file.spool.is_none() && matches!(&file.linked, Target::Cap(cap) if cap == c)
+            // A file being written here stays ours whatever the grid says: its handles write to this inode, and
+            // their close links it under its name.
+            file.spool.as_ref().is_some_and(|s| !s.is_sealed())
+                || matches!(&file.linked, Target::Cap(cap) if cap == c)
         }
         (Node::Other, Child::Unknown(_)) => true,
         _ => false,
