@@ -1596,7 +1596,12 @@ impl Fs {
                 return Err(FsError::ReadOnly("in a read-only directory"));
             }
         }
-        if let Some(size) = change.size {
+        let size_change = match change.size {
+            // Truncating to the size it has changes nothing, and must not start a new version.
+            Some(size) if self.getattr(ino).await?.size == size => None,
+            other => other,
+        };
+        if let Some(size) = size_change {
             self.writable_spool(ino, Some(size)).await?;
             let mut state = self.state();
             if let Some(Node::File(file)) = state.inodes.get_mut(&ino).map(|i| &mut i.node) {

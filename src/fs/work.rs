@@ -41,6 +41,7 @@ impl Fs {
 
     async fn upload_until_done(&self, file: Arc<SpoolFile>) {
         let mut backoff = Duration::from_secs(2);
+        let mut quiet_retries = 3;
         loop {
             if !self.still_needed(&file) {
                 break;
@@ -65,6 +66,12 @@ impl Fs {
                 Ok(done) => {
                     self.uploaded(&file, Cap::File(done.cap));
                     break;
+                }
+                Err(_) if quiet_retries > 0 => {
+                    // Some refusals pass in a moment (another upload of the same bytes still holding its shares,
+                    // a server restarting): a few quick retries before fsync hears of it.
+                    quiet_retries -= 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(e) => {
                     {
