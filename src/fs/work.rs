@@ -41,7 +41,7 @@ impl Fs {
 
     async fn upload_until_done(&self, file: Arc<SpoolFile>) {
         let mut backoff = Duration::from_secs(2);
-        let mut quiet_retries = 3;
+        let mut quiet_retries = 6;
         loop {
             if !self.still_needed(&file) {
                 break;
@@ -68,12 +68,20 @@ impl Fs {
                     break;
                 }
                 Err(_) if quiet_retries > 0 => {
-                    // Some refusals pass in a moment (another upload of the same bytes still holding its shares,
-                    // a server restarting): a few quick retries before fsync hears of it.
+                    // Some refusals pass: above all, another upload of the same bytes (a file's earlier version,
+                    // converging on the same storage index) holding the shares until it ends. While other uploads
+                    // are under way, wait for one to end and try again before fsync hears of it.
                     quiet_retries -= 1;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let mut progress = self.inner.progress.subscribe();
+                    if self.state().uploading.len() > 1 {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(30), progress.changed()).await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                 }
                 Err(e) => {
+                    eprintln!("tahoe-mount: upload of a spooled file failed (retried): {e}");
                     {
                         let mut state = self.state();
                         state.errors.epoch += 1;
@@ -231,6 +239,7 @@ impl Fs {
                         false
                     }
                     Err(e) => {
+                        eprintln!("tahoe-mount: directory publish failed (retried): {e}");
                         state.errors.epoch += 1;
                         let epoch = state.errors.epoch;
                         state
