@@ -361,6 +361,13 @@ def main():
     ml.Grid(os.path.join(WORK, "grid")).stop()
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
+    # The input, the local copy, the mount's spool copy and two uploads' shares (ours and Tahoe's) at once.
+    need = a.size * (3 + 2 * a.total / a.needed) + 512 * MiB
+    free = shutil.disk_usage(WORK).free
+    if free < need:
+        print(f"mount.py: {free / 2**30:.1f} GiB free under {WORK}, about {need / 2**30:.1f} GiB needed for "
+              f"--size {a.size} (shares {a.needed}-of-{a.total}); use a smaller --size", file=sys.stderr)
+        return 1
     rows, notes = [], []
     ok = False
     t0 = time.monotonic()
