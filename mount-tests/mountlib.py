@@ -492,16 +492,32 @@ class Mount:
         log(f"killed the daemon (pid {pid}) with SIGKILL; dead mount cleaned up")
 
     def cleanup(self):
-        """Leaves nothing mounted and nothing running, whatever state it is in (used on failure)."""
+        """Leaves nothing mounted and nothing running, whatever state it is in (used on failure). Never raises: on
+        the failure path, the first error is the one to show."""
+        try:
+            self._cleanup()
+        except Exception as e:
+            log(f"cleanup of {self.path}: {type(e).__name__}: {e}")
+            try:
+                if not fusermount_u(self.path):
+                    log(f"{self.path} is still mounted after fusermount3 -uz")
+                self._kill(signal.SIGKILL)
+            except Exception as e2:
+                log(f"cleanup of {self.path}, last resort: {type(e2).__name__}: {e2}")
+
+    def _cleanup(self):
         if self.fake:
             if is_mounted(self.path):
                 run(["umount", "-l", self.path], check=False)
             return
         if is_mounted(self.path) and self.alive():
-            p = run([self.grid.bin, "unmount", "--data-dir", self.data_dir, self.path], timeout=60, check=False,
-                    env=self.grid.env())
-            if p.returncode != 0:
-                log(f"tahoe-mount unmount during cleanup exited {p.returncode}: {(p.out + p.err).strip()[-300:]}")
+            try:
+                p = run([self.grid.bin, "unmount", "--data-dir", self.data_dir, self.path], timeout=60, check=False,
+                        env=self.grid.env())
+                if p.returncode != 0:
+                    log(f"tahoe-mount unmount during cleanup exited {p.returncode}: {(p.out + p.err).strip()[-300:]}")
+            except TestError as e:
+                log(f"tahoe-mount unmount during cleanup: {e}")
         if not fusermount_u(self.path):
             log(f"{self.path} is still mounted after fusermount3 -uz")
         if self.alive():

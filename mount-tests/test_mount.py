@@ -267,7 +267,14 @@ def t_kill9(c):
         m.kill9()
         m.mount()
         t0 = time.monotonic()
-        verify_files(m.path, expected)
+        try:
+            verify_files(m.path, expected)
+        except TestError as e:
+            if c.fake:
+                raise
+            st = m.status()
+            bad = [line for line in st.splitlines() if any(f"/{rel.split('/')[-1]} " in line for rel in expected)]
+            raise TestError(f"{e}\n    status now: {st.splitlines()[0]}\n" + ml.tail("\n".join(bad[:10]), 10)) from None
         log(f"after kill -9 and a new mount (same config and data dirs): all {len(expected)} files identical "
             f"({time.monotonic() - t0:.1f} s)")
         m.unmount()
