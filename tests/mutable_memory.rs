@@ -8,7 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tahoe_mount::cap::MutableFormat;
 use tahoe_mount::mutable::{MutableError, MutableFile, MutableOptions, MutableParams};
-use tahoe_mount::storage::memory::{Fault, MemoryServer};
+use tahoe_mount::storage::memory::{Fault, MemoryServer, Operation};
 use tahoe_mount::storage::{StorageIndex, StorageServer};
 
 mod common;
@@ -191,6 +191,46 @@ fn a_corrupt_stored_share_is_advised_and_bypassed() {
             server.set_fault(Fault::Corrupting);
         }
         assert_eq!(file.read().await.unwrap().contents, contents);
+    });
+}
+
+#[test]
+fn a_version_rewritten_during_a_read_is_not_taken_for_corruption() {
+    runtime().block_on(async {
+        let servers = servers(10);
+        let grid = grid_of(&servers);
+        for format in [MutableFormat::Sdmf, MutableFormat::Mdmf] {
+            let file = MutableFile::create(
+                grid.clone(),
+                // Big enough that the servermap's first read of each share holds only its head.
+                &pseudo_random(1_000_000, 1),
+                MutableParams::default_for(format),
+                options(),
+            )
+            .await
+            .unwrap();
+            // The reader's servermap is of version 1; a writer then replaces every share with version 2, of
+            // the same size, so the old offsets still read bytes, just the wrong ones.
+            let stale = file.servermap().await.unwrap();
+            let newer = pseudo_random(1_000_000, 2);
+            file.overwrite(&newer, None).await.unwrap();
+            for server in &servers {
+                server.reset_calls();
+            }
+            let Err(MutableError::Unrecoverable(why)) = file.read_from(&stale).await else {
+                panic!("{format:?}: version 1 cannot be read any more");
+            };
+            assert!(why.contains("rewritten"), "{format:?}: {why}");
+            for server in &servers {
+                assert_eq!(
+                    server.calls(Operation::AdviseCorruptMutable),
+                    0,
+                    "{format:?}"
+                );
+            }
+            // A plain read starts from a fresh servermap.
+            assert_eq!(file.read().await.unwrap().contents, newer);
+        }
     });
 }
 

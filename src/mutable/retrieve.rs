@@ -26,8 +26,43 @@ struct VerifiedShare {
     blocks: Vec<Bytes>,
 }
 
-/// Fetches and verifies all of one share's blocks; the error says what was wrong with it.
+/// Bytes at the start of every mutable share that change with any new version: the version byte, the seqnum and
+/// the root hash.
+const VERSION_ID_LEN: usize = 1 + 8 + 32;
+
+/// Fetches and verifies all of one share's blocks; the error says what was wrong with it, and whether that was
+/// corruption. A share that fails its checks because a writer replaced it since the servermap was read (a newer
+/// version, whose bytes no longer fit the old offsets) is not corrupt: its first bytes, read again, tell.
 async fn fetch_share(
+    grid: &Grid,
+    keys: &FileKeys,
+    record: &ShareRecord,
+    timeout: Duration,
+) -> Result<VerifiedShare, (bool, String)> {
+    match fetch_and_verify(grid, keys, record, timeout).await {
+        Err((true, why)) => {
+            let server = &grid.servers()[record.server];
+            let len = VERSION_ID_LEN.min(record.head.len());
+            let again = tokio::time::timeout(
+                timeout,
+                server
+                    .storage
+                    .read_mutable_share(keys.storage_index, record.share, 0, len as u64),
+            )
+            .await;
+            match again {
+                Ok(Ok(now)) if now[..] != record.head[..len] => Err((
+                    false,
+                    "rewritten with another version while it was read".to_owned(),
+                )),
+                _ => Err((true, why)),
+            }
+        }
+        other => other,
+    }
+}
+
+async fn fetch_and_verify(
     grid: &Grid,
     keys: &FileKeys,
     record: &ShareRecord,
