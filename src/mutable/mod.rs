@@ -236,10 +236,18 @@ impl MutableFile {
         servermap::update(&self.grid, &self.keys, self.options.timeout).await
     }
 
-    /// Reads the newest recoverable version.
+    /// Reads the newest recoverable version. A version rewritten by a writer while it was being read (a busy
+    /// directory) is read again from a fresh servermap, a few times.
     pub async fn read(&self) -> Result<Version, MutableError> {
-        let map = self.servermap().await?;
-        self.read_from(&map).await
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let map = self.servermap().await?;
+            match self.read_from(&map).await {
+                Err(MutableError::Unrecoverable(_)) if attempts < 4 => continue,
+                result => return result,
+            }
+        }
     }
 
     /// Reads the newest recoverable version of `map` (from [`MutableFile::servermap`]): for callers that also
