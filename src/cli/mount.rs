@@ -17,6 +17,7 @@ use super::gsd::{Joined, join_on};
 use super::human_bytes;
 use crate::cap::{Cap, MutableFormat};
 use crate::config::{ConfigDir, write_private_file};
+use crate::crypto::rsa::KeyPool;
 use crate::dirnode::{Directory, DirectoryNode};
 use crate::fs::{Fs, FsOptions};
 use crate::immutable::upload::UploadOptions;
@@ -467,6 +468,11 @@ fn run_mount_inner(
     fs_options.dir_ttl = options.dir_ttl;
     fs_options.cache_bytes = options.cache_bytes;
     fs_options.read_only = options.read_only;
+    if !options.read_only {
+        // mkdir -p, tar and rsync make directories in bursts; each new Tahoe directory needs an RSA key.
+        fs_options.mutable.key_pool =
+            Some(KeyPool::new(8).context("cannot start the key pool thread")?);
+    }
     fs_options.uid = effective_uid();
     fs_options.gid = effective_gid();
     fs_options.spool_bytes = options

@@ -152,9 +152,119 @@ impl VerifyingKey {
     }
 }
 
+/// New signing keys made ahead of need on a background thread, so that making a mutable file (a directory, above
+/// all) need not wait for RSA-2048 key generation, which takes about a tenth of a second. The thread only refills
+/// what was taken, up to a few keys, and ends when the last handle to the pool is dropped. Each key is handed out
+/// once.
+#[derive(Clone)]
+pub struct KeyPool {
+    shared: std::sync::Arc<PoolShared>,
+}
+
+struct PoolShared {
+    keys: std::sync::Mutex<Vec<SigningKey>>,
+    taken: std::sync::Condvar,
+    size: usize,
+}
+
+impl std::fmt::Debug for KeyPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyPool(up to {} keys)", self.shared.size)
+    }
+}
+
+impl KeyPool {
+    /// A pool holding up to `size` keys, filled from now on by its own thread.
+    pub fn new(size: usize) -> std::io::Result<KeyPool> {
+        let shared = std::sync::Arc::new(PoolShared {
+            keys: std::sync::Mutex::new(Vec::with_capacity(size)),
+            taken: std::sync::Condvar::new(),
+            size,
+        });
+        let weak = std::sync::Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("rsa-key-pool".into())
+            .spawn(move || fill_pool(weak))?;
+        Ok(KeyPool { shared })
+    }
+
+    /// A fresh key from the pool, if one is ready.
+    pub fn take(&self) -> Option<SigningKey> {
+        let key = lock_keys(&self.shared.keys).pop();
+        self.shared.taken.notify_one();
+        key
+    }
+
+    /// Keys ready now.
+    pub fn ready(&self) -> usize {
+        lock_keys(&self.shared.keys).len()
+    }
+}
+
+fn lock_keys(
+    keys: &std::sync::Mutex<Vec<SigningKey>>,
+) -> std::sync::MutexGuard<'_, Vec<SigningKey>> {
+    keys.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn fill_pool(weak: std::sync::Weak<PoolShared>) {
+    loop {
+        // Holds the pool only while waiting briefly, so that dropping the last handle ends this thread.
+        {
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            let keys = lock_keys(&shared.keys);
+            if keys.len() >= shared.size {
+                let _ = shared
+                    .taken
+                    .wait_timeout(keys, std::time::Duration::from_millis(500));
+                continue;
+            }
+        }
+        // A failure here (no randomness) is left to the caller's own attempt, which reports it.
+        let Ok(key) = SigningKey::generate() else {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            continue;
+        };
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        lock_keys(&shared.keys).push(key);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_pool_fills_up_and_hands_out_each_key_once() {
+        let pool = KeyPool::new(2).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while pool.ready() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pool never filled"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let a = pool.take().unwrap();
+        let b = pool.take().unwrap();
+        assert_ne!(a.der(), b.der());
+        // It refills what was taken, with new keys.
+        while pool.ready() < 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pool never refilled"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let c = pool.take().unwrap();
+        assert_ne!(c.der(), a.der());
+        assert_ne!(c.der(), b.der());
+    }
 
     #[test]
     fn a_generated_key_signs_and_its_der_round_trips() {

@@ -20,7 +20,7 @@ use thiserror::Error;
 use crate::cap::{MutableAccess, MutableCap, MutableFormat};
 use crate::crypto::aes::AesCtr;
 use crate::crypto::hashutil::{self, Hash, Key};
-use crate::crypto::rsa::SigningKey;
+use crate::crypto::rsa::{KeyPool, SigningKey};
 use crate::grid::client::Grid;
 use crate::storage::StorageIndex;
 use servermap::{ServerMap, share_bytes};
@@ -122,6 +122,8 @@ pub struct MutableOptions {
     pub timeout: Duration,
     /// Attempts of a modify before an uncoordinated write is reported.
     pub max_attempts: u32,
+    /// Keys made ahead of need for new files; without it (or when it is empty) a key is made on the spot.
+    pub key_pool: Option<KeyPool>,
 }
 
 impl MutableOptions {
@@ -130,6 +132,7 @@ impl MutableOptions {
             lease_secret,
             timeout: Duration::from_secs(30),
             max_attempts: 8,
+            key_pool: None,
         }
     }
 }
@@ -210,10 +213,13 @@ impl MutableFile {
         E: From<MutableError>,
     {
         params.validate()?;
-        let signing_key = tokio::task::spawn_blocking(SigningKey::generate)
-            .await
-            .map_err(|e| MutableError::Failed(format!("key generation: {e}")))?
-            .map_err(|e| MutableError::Failed(e.to_string()))?;
+        let signing_key = match options.key_pool.as_ref().and_then(KeyPool::take) {
+            Some(key) => key,
+            None => tokio::task::spawn_blocking(SigningKey::generate)
+                .await
+                .map_err(|e| MutableError::Failed(format!("key generation: {e}")))?
+                .map_err(|e| MutableError::Failed(e.to_string()))?,
+        };
         let writekey = hashutil::ssk_writekey_hash(signing_key.der());
         let cap = MutableCap {
             format: params.format,
