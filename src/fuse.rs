@@ -41,7 +41,12 @@ impl FuseAdapter {
     }
 }
 
+/// The errno for `e`. The application sees only the number, so failures of the grid or the local disk are also
+/// written to the log with their cause (other errors are the application's own business: ENOENT, EEXIST, ...).
 fn errno(e: &FsError) -> Errno {
+    if matches!(e, FsError::Grid(_) | FsError::Local(_)) {
+        eprintln!("tahoe-mount: a request failed with {}: {e}", e.errno());
+    }
     Errno::from_i32(e.errno())
 }
 

@@ -83,13 +83,17 @@ impl World {
     }
 
     fn mount(&self, spool: &str) -> Fs {
+        self.mount_with(spool, options())
+    }
+
+    fn mount_with(&self, spool: &str, options: FsOptions) -> Fs {
         let grid = self.grid.clone();
         let (fs, warnings) = Fs::new(
             self.root.clone(),
             Arc::new(move || grid.clone()),
             None,
             &self.dir.join(spool),
-            options(),
+            options,
         )
         .unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
@@ -210,6 +214,44 @@ fn files_written_through_the_fs_land_on_the_grid_with_their_names_times_and_mode
             .await
             .unwrap();
         assert_eq!((dir.kind, dir.perm), (Kind::Directory, 0o750));
+    });
+}
+
+async fn names_in(fs: &Fs, ino: u64) -> Vec<String> {
+    fs.list(ino)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(entry, _)| entry.name)
+        .filter(|name| name != "." && name != "..")
+        .collect()
+}
+
+#[test]
+fn a_publish_brings_the_directory_up_to_date_without_reading_it_again() {
+    common::runtime().block_on(async {
+        let world = World::new("publish-view").await;
+        let mut long_ttl = options();
+        long_ttl.dir_ttl = Duration::from_secs(3600);
+        let fs = world.mount_with("spool", long_ttl.clone());
+        let other = world.mount_with("other", long_ttl);
+        assert!(names_in(&fs, ROOT_INO).await.is_empty());
+        write_file(&other, ROOT_INO, "theirs", b"written by another client").await;
+        other.drain(|_, _| {}).await;
+        // Our listing is trusted for an hour, but our publish reads the newest version to add to it, and what
+        // it writes (theirs included) is what we show.
+        write_file(&fs, ROOT_INO, "ours", b"written here").await;
+        fs.drain(|_, _| {}).await;
+        assert_eq!(names_in(&fs, ROOT_INO).await, ["ours", "theirs"]);
+        for i in 0..10 {
+            write_file(&fs, ROOT_INO, &format!("more {i}"), &pattern(3000, i)).await;
+            fs.drain(|_, _| {}).await;
+        }
+        assert_eq!(names_in(&fs, ROOT_INO).await.len(), 12);
+        let activity = fs.activity();
+        assert_eq!(activity.listings, 1, "{activity:?}");
+        assert_eq!(activity.changes_published, 11, "{activity:?}");
+        assert_eq!(activity.uploads, 11, "{activity:?}");
     });
 }
 

@@ -729,6 +729,20 @@ fn status_text(fs: &Fs, joined: &Joined) -> String {
             item.state
         ));
     }
+    let a = fs.activity();
+    text.push_str(&format!(
+        "since mounted: {} uploads ({}), {} directory versions published carrying {} changes, {} directories \
+         made, {} listings read ({} set aside), {} upload and {} publish attempts failed\n",
+        a.uploads,
+        human_bytes(a.bytes_uploaded),
+        a.publishes,
+        a.changes_published,
+        a.directories_made,
+        a.listings,
+        a.listings_dropped,
+        a.upload_failures,
+        a.publish_failures
+    ));
     let view = joined.view();
     text.push_str(&format!(
         "servers: {} (grid service directory version {})\n",

@@ -164,6 +164,26 @@ pub struct PendingItem {
     pub bytes: u64,
 }
 
+/// What the filesystem has asked of the grid since it started, for `status` (and for finding out why something
+/// is slow).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Activity {
+    /// Directory listings read from the grid.
+    pub listings: u64,
+    /// Of those, listings not merged because one of our publishes to that directory ended meanwhile.
+    pub listings_dropped: u64,
+    pub directories_made: u64,
+    /// Files uploaded (CHK or LIT), and their bytes.
+    pub uploads: u64,
+    pub bytes_uploaded: u64,
+    /// Directory versions published, and the changes they carried.
+    pub publishes: u64,
+    pub changes_published: u64,
+    /// Failed attempts, each retried.
+    pub upload_failures: u64,
+    pub publish_failures: u64,
+}
+
 /// How the filesystem behaves.
 #[derive(Clone)]
 pub struct FsOptions {
@@ -326,6 +346,7 @@ struct State {
     published: HashMap<String, u64>,
     uploading: BTreeSet<String>,
     errors: Errors,
+    activity: Activity,
 }
 
 impl State {
@@ -554,6 +575,7 @@ impl Fs {
                     published: HashMap::new(),
                     uploading: BTreeSet::new(),
                     errors: Errors::default(),
+                    activity: Activity::default(),
                 }),
                 progress: watch::channel(0).0,
                 statfs: Mutex::new(None),
@@ -735,10 +757,12 @@ impl Fs {
             attempts += 1;
             let published_before = self.state().published.get(&key).copied();
             let listing = node.list().await?;
-            let state = self.state();
+            let mut state = self.state();
+            state.activity.listings += 1;
             if state.published.get(&key).copied() == published_before {
                 break (listing, state);
             }
+            state.activity.listings_dropped += 1;
             // One of our publishes ended meanwhile: this listing may lack what it carried, which is no longer
             // pending. A directory already shown keeps its local view (which is right) until the next refresh;
             // one never listed is read again.
@@ -753,10 +777,23 @@ impl Fs {
                 return Ok(());
             }
         };
+        self.merge_listing(&mut state, ino, &key, &listing.directory)
+    }
+
+    /// Makes `directory` (just read from the grid, or just published by us) the listing of directory inode `ino`
+    /// (whose key is `key`), under this process's pending changes. Inodes that still stand for the same child keep
+    /// their numbers.
+    fn merge_listing(
+        &self,
+        state: &mut State,
+        ino: u64,
+        key: &str,
+        directory: &crate::dirnode::Directory,
+    ) -> FsResult<()> {
         let pending: Vec<(String, Option<(Target, Metadata)>)> = state
             .pending
-            .range((key.clone(), String::new())..)
-            .take_while(|((k, _), _)| *k == key)
+            .range((key.to_owned(), String::new())..)
+            .take_while(|((k, _), _)| k == key)
             .map(|((_, name), p)| (name.clone(), p.link.clone()))
             .collect();
         let pending_names: BTreeSet<&str> = pending.iter().map(|(n, _)| n.as_str()).collect();
@@ -766,7 +803,7 @@ impl Fs {
         };
         let mut children = BTreeMap::new();
         let mut made = Vec::new();
-        for (name, entry) in listing.directory.iter() {
+        for (name, entry) in directory.iter() {
             if pending_names.contains(name) || (ino == ROOT_INO && name == GRID_DIR_NAME) {
                 continue;
             }
@@ -982,7 +1019,23 @@ impl Fs {
     }
 
     pub fn release(&self, fh: u64) {
-        self.state().handles.remove(&fh);
+        let mut state = self.state();
+        let Some(handle) = state.handles.remove(&fh) else {
+            return;
+        };
+        if state.handles.values().any(|h| h.ino == handle.ino) {
+            return;
+        }
+        // The last close: a local copy of what is on the grid goes now (see `uploaded`).
+        if let Some(Inode {
+            node: Node::File(file),
+            ..
+        }) = state.inodes.get_mut(&handle.ino)
+            && matches!(&file.linked, Target::Cap(_))
+            && file.spool.as_ref().is_some_and(|s| s.is_sealed())
+        {
+            file.spool = None;
+        }
     }
 
     fn new_fh(state: &mut State, handle: Handle) -> u64 {
@@ -1652,6 +1705,7 @@ impl Fs {
         )
         .await?;
         let mut state = self.state();
+        state.activity.directories_made += 1;
         let dir_cap = self.writeable_dir(&state, parent)?;
         if self.child_of(&state, parent, &name)?.is_some() {
             return Err(FsError::Exists);
@@ -1933,6 +1987,11 @@ impl Fs {
     }
 
     /// Changes not yet on the grid.
+    /// What has been asked of the grid so far.
+    pub fn activity(&self) -> Activity {
+        self.state().activity
+    }
+
     pub fn pending(&self) -> Vec<PendingItem> {
         let state = self.state();
         let mut dirs: HashMap<String, String> = HashMap::new();

@@ -64,10 +64,16 @@ impl Fs {
             };
             match result {
                 Ok(done) => {
+                    {
+                        let mut state = self.state();
+                        state.activity.uploads += 1;
+                        state.activity.bytes_uploaded += file.size();
+                    }
                     self.uploaded(&file, Cap::File(done.cap));
                     break;
                 }
                 Err(_) if quiet_retries > 0 => {
+                    self.state().activity.upload_failures += 1;
                     // Some refusals pass: above all, another upload of the same bytes (a file's earlier version,
                     // converging on the same storage index) holding the shares until it ends. While other uploads
                     // are under way, wait for one to end and try again before fsync hears of it.
@@ -84,6 +90,7 @@ impl Fs {
                     eprintln!("tahoe-mount: upload of a spooled file failed (retried): {e}");
                     {
                         let mut state = self.state();
+                        state.activity.upload_failures += 1;
                         state.errors.epoch += 1;
                         let epoch = state.errors.epoch;
                         state
@@ -141,13 +148,17 @@ impl Fs {
                 journaled = false;
             }
         }
-        for inode in state.inodes.values_mut() {
+        let open: BTreeSet<u64> = state.handles.values().map(|h| h.ino).collect();
+        for (ino, inode) in state.inodes.iter_mut() {
             if let Node::File(node) = &mut inode.node
                 && matches!(&node.linked, Target::Spool(s) if Arc::ptr_eq(s, file))
             {
                 node.linked = Target::Cap(cap.clone());
-                // The local copy goes: each one holds a descriptor, and thousands of files are written at once.
-                if node.spool.as_ref().is_some_and(|s| Arc::ptr_eq(s, file)) {
+                // The local copy of a closed file goes: each one holds a descriptor, and thousands of files are
+                // written at once. An open file keeps it until its last close, so that its next write or read
+                // need not fetch it back from the grid.
+                if !open.contains(ino) && node.spool.as_ref().is_some_and(|s| Arc::ptr_eq(s, file))
+                {
                     node.spool = None;
                 }
             }
@@ -220,7 +231,7 @@ impl Fs {
             let failed = {
                 let mut state = self.state();
                 match result {
-                    Ok(()) => {
+                    Ok(written) => {
                         for (name, seq, _) in &changes {
                             let slot = (key.clone(), name.clone());
                             if state.pending.get(&slot).is_some_and(|p| p.seq == *seq) {
@@ -234,12 +245,28 @@ impl Fs {
                                 }
                             }
                         }
+                        // What we wrote is the directory's newest version: it becomes the listing, so nothing reads
+                        // the directory again soon just because this publish ended.
+                        let dirs: Vec<u64> = state
+                            .inodes
+                            .iter()
+                            .filter_map(|(&ino, inode)| match &inode.node {
+                                Node::Dir { cap, .. } if super::dir_key(cap) == key => Some(ino),
+                                _ => None,
+                            })
+                            .collect();
+                        for ino in dirs {
+                            let _ = self.merge_listing(&mut state, ino, &key, &written);
+                        }
                         state.errors.publishes.remove(&key);
+                        state.activity.publishes += 1;
+                        state.activity.changes_published += changes.len() as u64;
                         *state.published.entry(key.clone()).or_default() += 1;
                         false
                     }
                     Err(e) => {
                         eprintln!("tahoe-mount: directory publish failed (retried): {e}");
+                        state.activity.publish_failures += 1;
                         state.errors.epoch += 1;
                         let epoch = state.errors.epoch;
                         state
@@ -272,12 +299,18 @@ impl Fs {
     /// Publishes one directory's changes in one new version. Unlinking a name that is gone is no error (another
     /// client removed it too); a file linked where another client has meanwhile put a directory goes beside it,
     /// under a name that says so, rather than replace it.
-    async fn publish(&self, dir_cap: &Cap, changes: &[ReadyChange]) -> Result<(), DirectoryError> {
+    /// Returns the version written.
+    async fn publish(
+        &self,
+        dir_cap: &Cap,
+        changes: &[ReadyChange],
+    ) -> Result<Directory, DirectoryError> {
         let node = DirectoryNode::open(
             self.grid(),
             dir_cap.clone(),
             self.inner.options.mutable.clone(),
         )?;
+        let mut written = None;
         node.update(|current: &Directory, now| {
             let mut new = current.clone();
             for (name, _, change) in changes {
@@ -306,8 +339,15 @@ impl Fs {
                     }
                 }
             }
+            written = Some(new.clone());
             Ok(Some(new))
         })
-        .await
+        .await?;
+        // `update` returned Ok, so the edit ran and its last result is what was written.
+        written.ok_or_else(|| {
+            DirectoryError::Mutable(crate::mutable::MutableError::Failed(
+                "the directory update wrote nothing".into(),
+            ))
+        })
     }
 }
