@@ -370,6 +370,28 @@ fn files_closed_before_a_crash_are_uploaded_and_linked_by_the_next_run() {
 }
 
 #[test]
+fn fsync_does_not_wait_for_the_publish_batching_delay() {
+    common::runtime().block_on(async {
+        let world = World::new("urgent").await;
+        let mut slow_batches = options();
+        slow_batches.publish_delay = Duration::from_secs(3600);
+        let fs = world.mount_with("spool", slow_batches);
+        let dir = fs.mkdir(ROOT_INO, "d", 0o755).await.unwrap().ino;
+        let data = pattern(20_000, 3);
+        let (_, opened) = fs.create(dir, "f", 0o644, libc::O_WRONLY).await.unwrap();
+        fs.write(opened.fh, 0, &data).await.unwrap();
+        // Changes gather for an hour, unless an fsync waits for them: then its directories (the file's and the
+        // new directory's parent) are published at once.
+        tokio::time::timeout(Duration::from_secs(60), fs.fsync(opened.fh))
+            .await
+            .expect("fsync waited for the batching delay")
+            .unwrap();
+        fs.release(opened.fh);
+        assert_eq!(world.grid_file(&["d", "f"]).await, data);
+    });
+}
+
+#[test]
 fn fsync_reports_an_unhappy_upload_and_the_data_waits_in_the_spool() {
     common::runtime().block_on(async {
         let world = World::new("unhappy").await;

@@ -345,6 +345,8 @@ struct State {
     /// Publishes done per directory: a listing read while one finished may predate it, and is not merged.
     published: HashMap<String, u64>,
     uploading: BTreeSet<String>,
+    /// Directories an `fsync` waits for: their publishers do not wait to gather more changes.
+    urgent: BTreeSet<String>,
     errors: Errors,
     activity: Activity,
 }
@@ -368,6 +370,8 @@ struct Inner {
     /// Bumped whenever an upload or publish ends, well or not: waiters re-check their condition.
     progress: watch::Sender<u64>,
     upload_slots: Semaphore,
+    /// Wakes directory publishers when an `fsync` starts waiting for one (see `State::urgent`).
+    urgent: tokio::sync::Notify,
     readers: Mutex<lru::LruCache<[u8; 16], ChkReader>>,
     statfs: Mutex<Option<(Instant, StatFs)>>,
     started: SystemTime,
@@ -557,6 +561,7 @@ impl Fs {
         let fs = Fs {
             inner: Arc::new(Inner {
                 upload_slots: Semaphore::new(options.parallel_uploads.max(1)),
+                urgent: tokio::sync::Notify::new(),
                 readers: Mutex::new(lru::LruCache::new(
                     std::num::NonZeroUsize::new(reader_slots).expect("at least one"),
                 )),
@@ -575,6 +580,7 @@ impl Fs {
                     published: HashMap::new(),
                     uploading: BTreeSet::new(),
                     errors: Errors::default(),
+                    urgent: BTreeSet::new(),
                     activity: Activity::default(),
                 }),
                 progress: watch::channel(0).0,
@@ -1576,7 +1582,7 @@ impl Fs {
         loop {
             progress.borrow_and_update();
             {
-                let state = self.state();
+                let mut state = self.state();
                 let mut blocked = None;
                 let mut at = ino;
                 while at != ROOT_INO {
@@ -1593,6 +1599,9 @@ impl Fs {
                 let Some((key, link)) = blocked else {
                     return Ok(());
                 };
+                if state.urgent.insert(key.clone()) {
+                    self.inner.urgent.notify_waiters();
+                }
                 if let Some(Target::Spool(spool)) = link.as_ref().map(|(t, _)| t)
                     && let Some((epoch, why)) = state.errors.uploads.get(&spool.id)
                     && *epoch > since

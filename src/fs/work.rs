@@ -217,7 +217,7 @@ impl Fs {
     async fn publish_until_done(&self, key: String) {
         let mut backoff = Duration::from_secs(1);
         loop {
-            tokio::time::sleep(self.inner.options.publish_delay).await;
+            self.gather(&key).await;
             let Some((dir_cap, changes)) = self.ready_changes(&key) else {
                 let mut state = self.state();
                 // Re-checked under the lock: a change made since would otherwise wait for no publisher.
@@ -286,6 +286,24 @@ impl Fs {
             }
         }
         self.inner.progress.send_modify(|n| *n += 1);
+    }
+
+    /// Lets a directory's changes gather for the publish delay, or less if an `fsync` is waiting for them.
+    async fn gather(&self, key: &str) {
+        let deadline = tokio::time::Instant::now() + self.inner.options.publish_delay;
+        loop {
+            let notified = self.inner.urgent.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so that a wake-up between the two is not missed.
+            notified.as_mut().enable();
+            if self.state().urgent.remove(key) {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = notified => {}
+            }
+        }
     }
 
     fn ready_changes_locked(&self, state: &super::State, key: &str) -> bool {
