@@ -242,25 +242,22 @@ mod tests {
     #[test]
     fn a_key_pool_fills_up_and_hands_out_each_key_once() {
         let pool = KeyPool::new(2).unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while pool.ready() < 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the pool never filled"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let wait_for = |keys: usize| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while pool.ready() < keys {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the pool never filled"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        };
+        wait_for(2);
         let a = pool.take().unwrap();
         let b = pool.take().unwrap();
         assert_ne!(a.der(), b.der());
         // It refills what was taken, with new keys.
-        while pool.ready() < 1 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the pool never refilled"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_for(1);
         let c = pool.take().unwrap();
         assert_ne!(c.der(), a.der());
         assert_ne!(c.der(), b.der());
