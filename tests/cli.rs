@@ -78,3 +78,65 @@ fn kernels_lists_scalar_and_obeys_the_override() {
         "{err}"
     );
 }
+
+#[test]
+fn get_writes_into_a_fifo_or_device_and_never_replaces_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = std::env::temp_dir().join(format!("tahoe-mount-cli-get-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = b"a literal file: its bytes are in the cap".to_vec();
+    let cap =
+        tahoe_mount::cap::Cap::File(tahoe_mount::cap::FileCap::Literal(data.clone())).to_string();
+
+    // A FIFO: the bytes go through it, and it is still a FIFO afterwards (a rename would have replaced it). Its
+    // read end is opened first, without blocking, so that get's open for writing does not wait for a reader.
+    let fifo = dir.join("pipe");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let mut read_end = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap()
+    };
+    let out = tahoe_mount(&["get", &cap, fifo.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut read_end, &mut got).unwrap();
+    assert_eq!(got, data);
+
+    // A regular file is replaced whole; a directory is refused with a message naming it.
+    let file = dir.join("file");
+    std::fs::write(
+        &file,
+        b"older and longer contents than the literal file has, to be replaced",
+    )
+    .unwrap();
+    let out = tahoe_mount(&["get", &cap, file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), data);
+    let out = tahoe_mount(&["get", &cap, dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

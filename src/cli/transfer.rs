@@ -189,7 +189,9 @@ pub(super) fn get(servers: &ServerArgs, source: &str, file: Option<&Path>) -> an
 }
 
 /// Runs `write` on standard output, or on a temporary file beside `target` that is renamed into place only when
-/// everything was written, so a failed download never leaves a truncated file under the real name.
+/// everything was written, so a failed download never leaves a truncated file under the real name. A target that
+/// exists and is not a regular file (`/dev/null`, a FIFO, a terminal) is written to directly: renaming over it
+/// would replace the device itself.
 fn write_output(
     target: Option<&Path>,
     write: impl FnOnce(&mut (dyn Write + Send)) -> anyhow::Result<()>,
@@ -198,6 +200,25 @@ fn write_output(
         let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
         return write(&mut out);
     };
+    if let Ok(meta) = std::fs::metadata(target) {
+        if meta.is_dir() {
+            bail!(
+                "{} is a directory; name the file to write",
+                target.display()
+            );
+        }
+        if !meta.is_file() {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(target)
+                .with_context(|| format!("cannot open {}", target.display()))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            write(&mut out)?;
+            return out
+                .flush()
+                .with_context(|| format!("cannot write {}", target.display()));
+        }
+    }
     let mut temp_name = target.file_name().unwrap_or_default().to_owned();
     temp_name.push(format!(".tahoe-mount-{}.partial", std::process::id()));
     let temp = target.with_file_name(temp_name);
