@@ -50,7 +50,7 @@ pub mod tags {
 /// SHA-256d over a stream: SHA-256 of the SHA-256 of everything fed in.
 #[derive(Clone, Default)]
 pub struct Sha256d {
-    inner: Sha256,
+    inner: super::sha256::Sha256,
 }
 
 impl Sha256d {
@@ -67,6 +67,11 @@ impl Sha256d {
 
     pub fn update(&mut self, data: &[u8]) {
         self.inner.update(data);
+    }
+
+    /// Feeds `first` to `a` and `second` to `b`, hashing both at once (see [`super::sha256::update_pair`]).
+    pub fn update_pair(a: &mut Sha256d, first: &[u8], b: &mut Sha256d, second: &[u8]) {
+        super::sha256::update_pair(&mut a.inner, first, &mut b.inner, second);
     }
 
     pub fn finalize(self) -> Hash {
@@ -112,6 +117,25 @@ pub fn storage_index_hash(key: &Key) -> Key {
 
 pub fn block_hash(data: &[u8]) -> Hash {
     tagged_hash(tags::BLOCK, data)
+}
+
+/// The block hashes of `blocks`, two at a time.
+pub fn block_hashes<'b>(blocks: impl IntoIterator<Item = &'b [u8]>) -> Vec<Hash> {
+    let blocks: Vec<&[u8]> = blocks.into_iter().collect();
+    let mut hashes = Vec::with_capacity(blocks.len());
+    for pair in blocks.chunks(2) {
+        match pair {
+            [first, second] => {
+                let (mut a, mut b) = (block_hasher(), block_hasher());
+                Sha256d::update_pair(&mut a, first, &mut b, second);
+                hashes.push(a.finalize());
+                hashes.push(b.finalize());
+            }
+            [only] => hashes.push(block_hash(only)),
+            _ => unreachable!("chunks(2) gives one or two"),
+        }
+    }
+    hashes
 }
 
 pub fn block_hasher() -> Sha256d {
@@ -313,6 +337,22 @@ mod tests {
             hasher.update(piece);
         }
         assert_eq!(hasher.finalize(), block_hash(&data));
+    }
+
+    #[test]
+    fn block_hashes_in_pairs_equal_one_at_a_time() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 13 + i / 11) as u8).collect();
+        for count in 0..6 {
+            let blocks: Vec<&[u8]> = (0..count)
+                .map(|i| &data[i * 700..i * 700 + 650 + i])
+                .collect();
+            let one_by_one: Vec<Hash> = blocks.iter().map(|b| block_hash(b)).collect();
+            assert_eq!(
+                block_hashes(blocks.iter().copied()),
+                one_by_one,
+                "{count} blocks"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Tahoe-LAFS's cryptographic primitives and the byte encodings they are built on, byte-exact with tahoe-lafs 1.20:
 //! tagged SHA-256d hashes (`hashutil`), AES-CTR as Tahoe uses it (`aes`), Merkle hash trees (`hashtree`),
-//! RFC 4648 base32 in Tahoe's canonical lowercase form (`base32`) and netstrings (`netstring`).
+//! RFC 4648 base32 in Tahoe's canonical lowercase form (`base32`) and netstrings (`netstring`); `sha256` is the
+//! SHA-256 under all of them, able to hash two messages at once.
 //!
 //! Everything above (caps, shares, directories) derives keys, indexes and integrity checks from these, so each one
 //! is tested against vectors produced by the real `allmydata` code (`tests/vectors/generate.py`).
@@ -11,6 +12,7 @@ pub mod hashtree;
 pub mod hashutil;
 pub mod netstring;
 pub mod rsa;
+pub mod sha256;
 
 /// Compares two byte strings in time that depends only on their lengths, for secrets such as write enablers.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -486,20 +486,18 @@ impl ChkReader {
                 decoded
             },
         };
-        let mut aes = AesCtr::new_128(&inner.cap.key);
-        for segnum in range {
-            let mut hasher = hashutil::crypttext_segment_hasher();
-            for piece in batch.pieces(segnum) {
-                hasher.update(piece);
-            }
+        for (segnum, hash) in batch.segment_hashes() {
             // Every block was verified, so a mismatch here means the uploader encoded inconsistently: no other
             // set of shares can do better than the hashes it committed to.
-            if hasher.finalize() != inner.facts.crypttext_leaves[segnum as usize] {
+            if hash != inner.facts.crypttext_leaves[segnum as usize] {
                 return Err(DownloadError::Failed(format!(
                     "segment {segnum} does not match the file's crypttext hash tree although every block \
                      verified: the file was encoded inconsistently by its uploader"
                 )));
             }
+        }
+        let mut aes = AesCtr::new_128(&inner.cap.key);
+        for segnum in range {
             batch.decrypt(segnum, &mut aes);
         }
         Ok(batch)
@@ -539,14 +537,21 @@ impl ChkReader {
             )));
         }
         let mut at = 0usize;
-        for segnum in range {
-            let size = geometry.segment_block_size(segnum) as usize;
-            if hashutil::block_hash(&data[at..at + size]) != share.block_hashes[segnum as usize] {
+        let blocks: Vec<&[u8]> = range
+            .clone()
+            .map(|segnum| {
+                let size = geometry.segment_block_size(segnum) as usize;
+                at += size;
+                &data[at - size..at]
+            })
+            .collect();
+        let hashes = hashutil::block_hashes(blocks);
+        for (segnum, hash) in range.zip(hashes) {
+            if hash != share.block_hashes[segnum as usize] {
                 return Err(ShareFault::Corrupt(format!(
                     "block {segnum} does not match its block hash"
                 )));
             }
-            at += size;
         }
         Ok(data)
     }
@@ -741,6 +746,33 @@ impl Batch {
         self.piece_spans(segnum)
             .zip(&self.blocks)
             .map(|(span, block)| &block[span])
+    }
+
+    /// The crypttext hash of every segment (call it before [`Batch::decrypt`]), two segments at a time.
+    fn segment_hashes(&self) -> Vec<(u64, Hash)> {
+        let segments: Vec<u64> = self.range.clone().collect();
+        let mut hashes = Vec::with_capacity(segments.len());
+        for pair in segments.chunks(2) {
+            let mut first = hashutil::crypttext_segment_hasher();
+            match *pair {
+                [a, b] => {
+                    let mut second = hashutil::crypttext_segment_hasher();
+                    for (x, y) in self.pieces(a).zip(self.pieces(b)) {
+                        hashutil::Sha256d::update_pair(&mut first, x, &mut second, y);
+                    }
+                    hashes.push((a, first.finalize()));
+                    hashes.push((b, second.finalize()));
+                }
+                [a] => {
+                    for piece in self.pieces(a) {
+                        first.update(piece);
+                    }
+                    hashes.push((a, first.finalize()));
+                }
+                _ => unreachable!("chunks(2) gives one or two"),
+            }
+        }
+        hashes
     }
 
     fn decrypt(&mut self, segnum: u64, aes: &mut AesCtr) {

@@ -557,7 +557,6 @@ fn encode_segment(
     let mut aes = AesCtr::new_128(key);
     aes.seek(range.start);
     aes.apply(&mut crypttext[..length]);
-    let crypttext_hash = hashutil::crypttext_segment_hash(&crypttext[..length]);
     let mut check = vec![0u8; block_size * (total - needed)];
     {
         let data: Vec<&[u8]> = crypttext.chunks_exact(block_size.max(1)).collect();
@@ -569,11 +568,8 @@ fn encode_segment(
                 .map_err(|e| UploadError::Failed(format!("erasure coding: {e}")))?;
         }
     }
-    let block_hashes = crypttext
-        .chunks_exact(block_size.max(1))
-        .chain(check.chunks_exact(block_size.max(1)))
-        .map(hashutil::block_hash)
-        .collect();
+    let (crypttext_hash, block_hashes) =
+        hash_segment(&crypttext, length, &check, block_size.max(1));
     Ok(EncodedSegment {
         crypttext: Bytes::from(crypttext),
         length,
@@ -582,6 +578,26 @@ fn encode_segment(
         crypttext_hash,
         block_hashes,
     })
+}
+
+/// The crypttext segment's hash and every block's hash, two hashes at a time: data block `j` beside the piece of
+/// the segment it holds (the same bytes without the padding), then the check blocks in pairs.
+fn hash_segment(
+    crypttext: &[u8],
+    length: usize,
+    check: &[u8],
+    block_size: usize,
+) -> (Hash, Vec<Hash>) {
+    let mut segment = hashutil::crypttext_segment_hasher();
+    let mut block_hashes = Vec::with_capacity((crypttext.len() + check.len()) / block_size);
+    for (j, block) in crypttext.chunks_exact(block_size).enumerate() {
+        let piece = &block[..length.saturating_sub(j * block_size).min(block_size)];
+        let mut hasher = hashutil::block_hasher();
+        hashutil::Sha256d::update_pair(&mut segment, piece, &mut hasher, block);
+        block_hashes.push(hasher.finalize());
+    }
+    block_hashes.extend(hashutil::block_hashes(check.chunks_exact(block_size)));
+    (segment.finalize(), block_hashes)
 }
 
 /// What comes out of the encoder, in segment order.
