@@ -7,6 +7,7 @@ Starts a local grid of 10 storage nodes (mount-tests/grid.py, under mount-tests/
 Tahoe client node encoding 3-of-10, happy 7, then for one random file (256 MiB; --quick: 32 MiB, for CI):
   tahoe put FILE        vs  tahoe-mount put --servers-file servers.yaml FILE
   tahoe get CAP OUT     vs  tahoe-mount get --servers-file servers.yaml CAP OUT
+  the same gets into /dev/null (get-null: the clients' own work, without the local file system's)
 and prints wall time, MB/s (10^6 bytes of file per second), client CPU seconds per MB and client peak RSS, with
 the storage nodes' CPU seconds during the same run (a run whose servers are busy is server-bound, and then says
 little about either client). Every download is compared with the input (SHA-256). A third column drives the
@@ -224,6 +225,8 @@ def write_random_file(path, size):
     return h.hexdigest()
 
 
+# get-null: the download written to /dev/null.
+OPS = ("put", "get", "get-null")
 COLUMNS = (("ours", "tahoe-mount"), ("tahoe", "tahoe CLI"), ("webapi", "Tahoe web API"))
 
 
@@ -242,7 +245,7 @@ def report(size, results, skipped):
         ("storage nodes CPU s", "{:.2f}", lambda r: r.storage_cpu),
         ("storage nodes CPUs busy", "{:.2f}", lambda r: r.storage_cpu / r.wall),
     )
-    for op in ("put", "get"):
+    for op in OPS:
         for label, form, value in rows:
             cells = []
             for who, _ in COLUMNS:
@@ -250,7 +253,7 @@ def report(size, results, skipped):
                 cells.append(form.format(value(r)) if r is not None else "-")
             print(f"  {op + ' ' + label:<30}" + "".join(f"{c:>16}" for c in cells))
     print("  ratios, tahoe-mount / Tahoe (CPU/MB: below 1 is less CPU; throughput: above 1 is faster):")
-    for op in ("put", "get"):
+    for op in OPS:
         ours = results.get(("ours", op))
         for who, title in COLUMNS[1:]:
             theirs = results[(who, op)]
@@ -266,7 +269,7 @@ def report(size, results, skipped):
         "web API client):"
     )
     for who, title in COLUMNS[1:]:
-        for op in ("put", "get"):
+        for op in OPS:
             r = results[(who, op)]
             note = "" if r.node_hwm_reset else " (VmHWM not reset: peak since the node started)"
             print(
@@ -337,6 +340,18 @@ def bench(a):
     if not skipped:
         get("ours", lambda cap, out: ours_base + ["get", "--servers-file", servers, cap, out], None)
     get("webapi", lambda cap, out: webapi + ["get", node_url, cap, out], node_pid, digest2)
+
+    # The same downloads into /dev/null: the client's own work, without the local file system's (writing a fresh
+    # 256 MiB file costs the kernel about as much CPU as our whole download). Checked above; here only timed.
+    def get_null(who, cmd_for, pid):
+        r = measure(cmd_for(caps[who], os.devnull), pid, storage_pids, size)
+        results[(who, "get-null")] = r
+        print(f"  {who} get to /dev/null: {r.wall:.2f} s, {r.mbps:.1f} MB/s", flush=True)
+
+    get_null("tahoe", lambda cap, out: [tahoe, "-d", client_dir, "get", cap, out], node_pid)
+    if not skipped:
+        get_null("ours", lambda cap, out: ours_base + ["get", "--servers-file", servers, cap, out], None)
+    get_null("webapi", lambda cap, out: webapi + ["get", node_url, cap, out], node_pid)
     report(size, results, skipped)
 
 
