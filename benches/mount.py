@@ -355,6 +355,11 @@ def main():
         print(f"mount.py: {a.bin} has no `mount` command (--fake-mount exercises the script without it)",
               file=sys.stderr)
         return 2
+    missing = [tool for tool in ("fio",) if shutil.which(tool) is None]
+    if missing:
+        # Found before the grid starts, not after minutes of measuring.
+        print(f"mount.py: {', '.join(missing)} not installed: run mount-tests/deps.sh", file=sys.stderr)
+        return 2
     for mp in ml.mounts():
         if mp.startswith(WORK + "/"):
             ml.fusermount_u(mp)

@@ -390,3 +390,69 @@ fn corrupt_shares_are_bypassed_and_reported() {
     }
     assert!(!reader.dropped_shares().is_empty());
 }
+
+/// A writer that takes `room` bytes, then fails as a full disk does.
+struct FullAfter {
+    taken: Vec<u8>,
+    room: usize,
+}
+
+impl std::io::Write for FullAfter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.room - self.taken.len());
+        if n == 0 && !buf.is_empty() {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.taken.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn whole_file_writes_from_a_thread_of_their_own_and_a_full_disk_is_an_error() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let g = memory_grid(10);
+    let data: Vec<u8> = (0..700_001u32).map(|i| (i * 7 % 251) as u8).collect();
+    let params = EncodingParams {
+        max_segment_size: 65_536,
+        ..Default::default()
+    };
+    let uploaded = rt
+        .block_on(upload_file(&g.grid, temp_file(&data), &options(params)))
+        .unwrap();
+    let FileCap::Chk(chk) = uploaded.cap else {
+        panic!("not CHK")
+    };
+    let reader = rt
+        .block_on(ChkReader::open(g.grid.clone(), chk, download_options()))
+        .unwrap();
+    let reported = std::sync::atomic::AtomicU64::new(0);
+    let progress = |done: u64| reported.store(done, std::sync::atomic::Ordering::Relaxed);
+    let mut out = Vec::new();
+    reader
+        .write_to_blocking(&rt, &mut out, Some(&progress))
+        .unwrap();
+    assert_eq!(out, data);
+    assert_eq!(
+        reported.load(std::sync::atomic::Ordering::Relaxed),
+        data.len() as u64
+    );
+
+    // The disk fills up a third of the way in: the error says so, and what was written is the file's start.
+    let mut full = FullAfter {
+        taken: Vec::new(),
+        room: data.len() / 3,
+    };
+    let error = reader
+        .write_to_blocking(&rt, &mut full, None)
+        .expect_err("a full disk must fail the download");
+    assert!(matches!(error, DownloadError::Write(_)), "{error}");
+    assert_eq!(full.taken, data[..data.len() / 3]);
+}

@@ -162,7 +162,7 @@ pub(super) fn get(servers: &ServerArgs, source: &str, file: Option<&Path>) -> an
             let result = write_output(target, |out| {
                 let report = progress.clone().map(|p| move |done| p.update(done));
                 let report_ref = report.as_ref().map(|f| f as &(dyn Fn(u64) + Sync));
-                runtime.block_on(reader.write_to(out, report_ref))?;
+                reader.write_to_blocking(runtime, out, report_ref)?;
                 Ok(())
             });
             if let Some(p) = &progress {

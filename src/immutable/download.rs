@@ -670,11 +670,61 @@ impl ChkReader {
     }
 
     /// Writes the whole file to `out`, fetching the next batch of segments while the current one is written.
+    /// The writes block the task that runs this: from a thread outside the runtime, [`ChkReader::write_to_blocking`]
+    /// keeps the network going while the kernel takes the data.
     pub async fn write_to(
         &self,
         out: &mut (dyn Write + Send),
         progress: Option<&(dyn Fn(u64) + Sync)>,
     ) -> Result<(), DownloadError> {
+        let (send, mut receive) = tokio::sync::mpsc::channel(1);
+        let write = async {
+            let mut written = 0u64;
+            while let Some(batch) = receive.recv().await {
+                self.deliver(batch, out, &mut written, progress)?;
+            }
+            Ok::<(), DownloadError>(())
+        };
+        let (fetched, wrote) = tokio::join!(self.fetch_all(send), write);
+        // A failed write ends the fetching (its channel closes): the write's error is the one to tell.
+        wrote.and(fetched)?;
+        out.flush().map_err(DownloadError::Write)
+    }
+
+    /// Writes the whole file to `out` from a thread of its own while `runtime` fetches the next batches, so the
+    /// copy into the kernel (as much CPU as the rest of a download, for a new file) overlaps with the network
+    /// instead of stopping it. Call it outside the runtime.
+    pub fn write_to_blocking(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        out: &mut (dyn Write + Send),
+        progress: Option<&(dyn Fn(u64) + Sync)>,
+    ) -> Result<(), DownloadError> {
+        let (send, mut receive) = tokio::sync::mpsc::channel(1);
+        std::thread::scope(|scope| {
+            let writer = std::thread::Builder::new()
+                .name("get-write".into())
+                .spawn_scoped(scope, move || {
+                    let mut written = 0u64;
+                    while let Some(batch) = receive.blocking_recv() {
+                        self.deliver(batch, out, &mut written, progress)?;
+                    }
+                    out.flush().map_err(DownloadError::Write)
+                })
+                .map_err(|e| {
+                    DownloadError::Failed(format!("cannot start the writer thread: {e}"))
+                })?;
+            let fetched = runtime.block_on(self.fetch_all(send));
+            let wrote = writer.join().unwrap_or_else(|_| {
+                Err(DownloadError::Failed("the writer thread panicked".into()))
+            });
+            wrote.and(fetched)
+        })
+    }
+
+    /// Fetches every batch of the file in order, one batch ahead of the one being handed over, into `send`; stops
+    /// early, without error, when the receiver is gone.
+    async fn fetch_all(&self, send: tokio::sync::mpsc::Sender<Batch>) -> Result<(), DownloadError> {
         let geometry = self.inner.facts.geometry;
         let batch = self.batch_segments();
         let batches: Vec<Range<u64>> = (0..geometry.num_segments)
@@ -686,7 +736,6 @@ impl ChkReader {
             tokio::spawn(async move { reader.read_batch(range).await })
         };
         let mut next = batches.first().cloned().map(spawn);
-        let mut written = 0u64;
         for i in 0..batches.len() {
             let current = next
                 .take()
@@ -695,13 +744,29 @@ impl ChkReader {
             let batch = current
                 .await
                 .map_err(|e| DownloadError::Failed(format!("read task: {e}")))??;
-            written += batch.write_to(out).map_err(DownloadError::Write)?;
-            self.give_back(batch.blocks);
-            if let Some(progress) = progress {
-                progress(written);
+            if send.send(batch).await.is_err() {
+                if let Some(next) = next {
+                    next.abort();
+                }
+                break;
             }
         }
-        out.flush().map_err(DownloadError::Write)?;
+        Ok(())
+    }
+
+    /// Writes one batch to `out`, returns its buffers for reuse and reports the bytes written so far.
+    fn deliver(
+        &self,
+        batch: Batch,
+        out: &mut (dyn Write + Send),
+        written: &mut u64,
+        progress: Option<&(dyn Fn(u64) + Sync)>,
+    ) -> Result<(), DownloadError> {
+        *written += batch.write_to(out).map_err(DownloadError::Write)?;
+        self.give_back(batch.blocks);
+        if let Some(progress) = progress {
+            progress(*written);
+        }
         Ok(())
     }
 }
