@@ -75,6 +75,7 @@ struct MountOptions {
     cache_bytes: usize,
     spool_bytes: Option<u64>,
     poll_interval: Duration,
+    parallel_uploads: usize,
 }
 
 fn parse_size(text: &str) -> anyhow::Result<u64> {
@@ -109,6 +110,7 @@ fn parse_mount_options(given: &[String]) -> anyhow::Result<MountOptions> {
         cache_bytes: 256 << 20,
         spool_bytes: None,
         poll_interval: crate::gsd::client::DEFAULT_POLL_INTERVAL,
+        parallel_uploads: FsOptions::DEFAULT_PARALLEL_UPLOADS,
     };
     for option in given
         .iter()
@@ -144,6 +146,14 @@ fn parse_mount_options(given: &[String]) -> anyhow::Result<MountOptions> {
                 options.cache_bytes = usize::try_from(size(value)?).unwrap_or(usize::MAX)
             }
             "spool_size" => options.spool_bytes = Some(size(value)?),
+            "uploads" => {
+                let v = value.with_context(|| format!("-o {key} needs a value"))?;
+                options.parallel_uploads = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=256).contains(n))
+                    .with_context(|| format!("-o uploads={v}: not a number from 1 to 256"))?;
+            }
             // What fstab and mount(8) pass along, which mean nothing here.
             "defaults" | "noauto" | "auto" | "user" | "nouser" | "_netdev" | "nofail"
             | "noatime" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" => {}
@@ -467,6 +477,7 @@ fn run_mount_inner(
     fs_options.directory_params = directory_params;
     fs_options.dir_ttl = options.dir_ttl;
     fs_options.cache_bytes = options.cache_bytes;
+    fs_options.parallel_uploads = options.parallel_uploads;
     fs_options.read_only = options.read_only;
     if !options.read_only {
         // mkdir -p, tar and rsync make directories in bursts; each new Tahoe directory needs an RSA key.

@@ -202,6 +202,7 @@ pub struct FsOptions {
     pub spool_bytes: u64,
     /// How long a directory's changes gather before they are published together.
     pub publish_delay: Duration,
+    /// Files uploaded at once (`-o uploads`).
     pub parallel_uploads: usize,
     pub read_only: bool,
     pub uid: u32,
@@ -209,6 +210,8 @@ pub struct FsOptions {
 }
 
 impl FsOptions {
+    pub const DEFAULT_PARALLEL_UPLOADS: usize = 4;
+
     pub fn new(upload: UploadOptions, mutable: MutableOptions) -> FsOptions {
         FsOptions {
             upload,
@@ -220,7 +223,7 @@ impl FsOptions {
             cache_bytes: 256 << 20,
             spool_bytes: 16 << 30,
             publish_delay: Duration::from_millis(100),
-            parallel_uploads: 4,
+            parallel_uploads: Self::DEFAULT_PARALLEL_UPLOADS,
             read_only: false,
             uid: 0,
             gid: 0,

@@ -242,6 +242,9 @@ struct Selection {
     existing: BTreeMap<usize, BTreeSet<ShareNumber>>,
 }
 
+/// How old a server's version (its share size limit) may be when an upload asks it.
+const VERSION_MAX_AGE: Duration = Duration::from_secs(60);
+
 /// A server's answers to the pre-allocation questions.
 struct Answer {
     lease: LeaseSecrets,
@@ -249,16 +252,24 @@ struct Answer {
     max_share_size: u64,
 }
 
+/// Asks a server what the upload needs to know of it. Only a server too full for a share is asked which shares
+/// it holds: a writable one says so in its answer to the allocation (`already_have`), and the question would cost
+/// every upload a request per server (a small file's upload is bound by the servers' work per request).
 async fn ask_server(
     storage: Arc<dyn StorageServer>,
     storage_index: StorageIndex,
+    allocated_size: u64,
     lease_secret: Secret,
     timeout: Duration,
 ) -> Result<Answer, String> {
     let questions = async {
         let seed = storage.lease_seed().await?;
-        let version = storage.version().await?;
-        let existing = storage.list_immutable_shares(storage_index).await?;
+        let version = storage.version_recent(VERSION_MAX_AGE).await?;
+        let existing = if version.maximum_immutable_share_size >= allocated_size {
+            BTreeSet::new()
+        } else {
+            storage.list_immutable_shares(storage_index).await?
+        };
         Ok::<_, StorageError>(Answer {
             lease: LeaseSecrets::derive(lease_secret.bytes(), &storage_index, &seed),
             existing,
@@ -276,9 +287,12 @@ async fn ask_server(
     }
 }
 
-/// Tahoe's server selection (`Tahoe2ServerSelector`): the first 2N servers in permuted order are asked what
-/// they hold and whether a share fits; shares are placed for happiness and allocated, and placement is
-/// retried without servers that refuse, until nothing more can be placed.
+/// Tahoe's server selection (`Tahoe2ServerSelector`): the first 2N servers in permuted order are asked whether
+/// a share fits (and, if none does, what they hold); shares are placed for happiness and allocated, the shares
+/// servers say they already have are counted, and placement is retried without servers that refuse, until
+/// nothing more can be placed. Unlike Tahoe, writable servers are not asked what they hold before the placement:
+/// the same bytes uploaded again land on the same servers (the permuted order is the file's), whose allocation
+/// answers say they have them; a share found elsewhere may be stored twice, which costs space, not data.
 async fn select_servers(
     grid: &Grid,
     storage_index: StorageIndex,
@@ -300,7 +314,7 @@ async fn select_servers(
         asks.spawn(async move {
             (
                 index,
-                ask_server(storage, storage_index, secret, timeout).await,
+                ask_server(storage, storage_index, allocated_size, secret, timeout).await,
             )
         });
     }

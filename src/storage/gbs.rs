@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Limited};
@@ -76,6 +76,8 @@ pub struct GbsServer {
     client: Client<HttpsConnector<HttpConnector>, Pieces>,
     peer: tls::PeerSlot,
     options: GbsOptions,
+    /// The last version the server sent, and when it arrived.
+    last_version: std::sync::Mutex<Option<(Instant, ServerVersion)>>,
 }
 
 /// How a request may be repeated after a failure.
@@ -161,6 +163,7 @@ impl GbsServer {
             client,
             peer,
             options,
+            last_version: std::sync::Mutex::new(None),
         })
     }
 
@@ -623,7 +626,26 @@ impl GbsServer {
     async fn version(&self) -> Result<ServerVersion, StorageError> {
         let what = "version";
         let value: ciborium::Value = self.get_cbor(what, "/storage/v1/version").await?;
-        parse_version(&value).map_err(|problem| self.protocol(format!("{what}: {problem}")))
+        let version =
+            parse_version(&value).map_err(|problem| self.protocol(format!("{what}: {problem}")))?;
+        *self
+            .last_version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((Instant::now(), version.clone()));
+        Ok(version)
+    }
+
+    async fn version_recent(&self, max_age: Duration) -> Result<ServerVersion, StorageError> {
+        let cached = self
+            .last_version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match cached {
+            Some((at, version)) if at.elapsed() <= max_age => Ok(version),
+            _ => self.version().await,
+        }
     }
 
     /// One PATCH of `data`, the pieces back to back (sent as they are, not joined first).
@@ -907,6 +929,10 @@ impl StorageServer for GbsServer {
 
     fn version(&self) -> StorageFuture<'_, ServerVersion> {
         Box::pin(GbsServer::version(self))
+    }
+
+    fn version_recent(&self, max_age: Duration) -> StorageFuture<'_, ServerVersion> {
+        Box::pin(GbsServer::version_recent(self, max_age))
     }
 
     fn allocate_buckets<'a>(

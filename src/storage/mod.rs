@@ -16,6 +16,7 @@ use std::fmt;
 use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
+use std::time::Duration;
 use thiserror::Error;
 
 /// The future every storage operation returns.
@@ -213,6 +214,15 @@ pub trait StorageServer: Send + Sync {
     fn name(&self) -> &str;
 
     fn version(&self) -> StorageFuture<'_, ServerVersion>;
+
+    /// The server's version as it answered within `max_age`, else asked again. Uploads ask every server before
+    /// placing shares, and a version request costs a Tahoe server as much as the share query beside it (small
+    /// files are bound by the servers' CPU); Tahoe's own uploader uses the version from the connection too. A
+    /// server that has filled up since refuses the allocation, and the upload places those shares elsewhere.
+    fn version_recent(&self, max_age: Duration) -> StorageFuture<'_, ServerVersion> {
+        let _ = max_age;
+        self.version()
+    }
 
     /// The 20 bytes Tahoe derives this server's lease secrets and write enablers from: the tub id, which for
     /// an HTTP storage server is the SHA-1 of its TLS certificate (so it may take a connection to learn).
