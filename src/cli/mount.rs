@@ -839,9 +839,10 @@ mod tests {
     fn mount_options_parse_and_unknown_ones_are_refused() {
         let o = parse_mount_options(&[
             "ro,dir_ttl=2.5".into(),
-            "cache_size=64M,spool_size=2G,_netdev".into(),
+            "cache_size=64M,spool_size=2G,_netdev,uploads=16".into(),
         ])
         .unwrap();
+        assert_eq!(o.parallel_uploads, 16);
         assert!(o.read_only);
         assert_eq!(o.dir_ttl, Duration::from_millis(2500));
         assert_eq!(o.cache_bytes, 64 << 20);
@@ -850,6 +851,10 @@ mod tests {
         assert!(e.to_string().contains("bogus"), "{e}");
         assert!(parse_mount_options(&["dir_ttl".into()]).is_err());
         assert!(parse_mount_options(&["cache_size=12Q".into()]).is_err());
+        for bad in ["uploads=0", "uploads=many", "uploads"] {
+            let e = parse_mount_options(&[bad.into()]).unwrap_err();
+            assert!(e.to_string().contains("uploads"), "{bad}: {e}");
+        }
         assert_eq!(parse_size("3KiB").unwrap(), 3072);
     }
 }
