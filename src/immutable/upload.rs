@@ -7,8 +7,9 @@
 //!    encrypted);
 //! 2. server selection: ask the first 2N servers in permuted order what they hold and what they can take,
 //!    place shares by servers-of-happiness, allocate;
-//! 3. encoder threads (one per core) each take every T-th segment: read, AES-CTR encrypt, hash, erasure-code,
-//!    hash every block; a collector puts segments back in order and hashes the whole crypttext;
+//! 3. encoder threads (one per core) each take every T-th segment: read, AES-CTR encrypt, erasure-code, hash the
+//!    segment and the check blocks; a collector puts segments back in order and hashes the whole crypttext beside
+//!    the data blocks (hashes run two at a time: `crypto::sha256`);
 //! 4. the async side queues each block for its share and writes to all servers in parallel, one write in flight
 //!    per share, which is what bounds the pipeline; a share's blocks are gathered into writes of about 1 MiB
 //!    (each request costs a server more than its bytes do), sent as the slices of the segments they are;
@@ -531,6 +532,8 @@ struct EncodedSegment {
     check: Bytes,
     block_size: usize,
     crypttext_hash: Hash,
+    /// Every block's hash in share order: from the encoder, the check blocks' only (the collector puts the data
+    /// blocks' in front).
     block_hashes: Vec<Hash>,
 }
 
@@ -582,7 +585,7 @@ fn encode_segment(
                 .map_err(|e| UploadError::Failed(format!("erasure coding: {e}")))?;
         }
     }
-    let (crypttext_hash, block_hashes) =
+    let (crypttext_hash, check_hashes) =
         hash_segment(&crypttext, length, &check, block_size.max(1));
     Ok(EncodedSegment {
         crypttext: Bytes::from(crypttext),
@@ -590,28 +593,60 @@ fn encode_segment(
         check: Bytes::from(check),
         block_size,
         crypttext_hash,
-        block_hashes,
+        block_hashes: check_hashes,
     })
 }
 
-/// The crypttext segment's hash and every block's hash, two hashes at a time: data block `j` beside the piece of
-/// the segment it holds (the same bytes without the padding), then the check blocks in pairs.
+/// The pieces of crypttext a segment's data blocks hold: each block without the padding of the last one.
+fn segment_pieces(crypttext: &[u8], length: usize, block_size: usize) -> Vec<&[u8]> {
+    crypttext
+        .chunks_exact(block_size)
+        .enumerate()
+        .map(|(j, block)| &block[..length.saturating_sub(j * block_size).min(block_size)])
+        .collect()
+}
+
+/// On an encoder thread: the crypttext segment's hash and the check blocks' hashes, two hashes at a time (each
+/// piece of the segment beside a check block, then the other check blocks in pairs). The data blocks' hashes are
+/// the collector's, beside the whole crypttext's hash: so every hash but the convergent key's runs in a pair.
 fn hash_segment(
     crypttext: &[u8],
     length: usize,
     check: &[u8],
     block_size: usize,
 ) -> (Hash, Vec<Hash>) {
+    let pieces = segment_pieces(crypttext, length, block_size);
+    let checks: Vec<&[u8]> = check.chunks_exact(block_size).collect();
     let mut segment = hashutil::crypttext_segment_hasher();
-    let mut block_hashes = Vec::with_capacity((crypttext.len() + check.len()) / block_size);
-    for (j, block) in crypttext.chunks_exact(block_size).enumerate() {
-        let piece = &block[..length.saturating_sub(j * block_size).min(block_size)];
+    let paired = pieces.len().min(checks.len());
+    let mut check_hashes = Vec::with_capacity(checks.len());
+    for (piece, block) in pieces.iter().zip(&checks) {
         let mut hasher = hashutil::block_hasher();
         hashutil::Sha256d::update_pair(&mut segment, piece, &mut hasher, block);
-        block_hashes.push(hasher.finalize());
+        check_hashes.push(hasher.finalize());
     }
-    block_hashes.extend(hashutil::block_hashes(check.chunks_exact(block_size)));
-    (segment.finalize(), block_hashes)
+    for piece in &pieces[paired..] {
+        segment.update(piece);
+    }
+    check_hashes.extend(hashutil::block_hashes(checks[paired..].iter().copied()));
+    (segment.finalize(), check_hashes)
+}
+
+/// On the collector, in segment order: feeds the segment to the whole crypttext's hash, beside its data blocks'
+/// hashes (the same bytes, with the padding), and returns those.
+fn hash_data_blocks(whole: &mut hashutil::Sha256d, segment: &EncodedSegment) -> Vec<Hash> {
+    let block_size = segment.block_size.max(1);
+    let pieces = segment_pieces(&segment.crypttext, segment.length, block_size);
+    segment
+        .crypttext
+        .chunks_exact(block_size)
+        .zip(pieces)
+        .map(|(block, piece)| {
+            let mut hasher = hashutil::block_hasher();
+            hashutil::Sha256d::update_pair(whole, piece, &mut hasher, block);
+            hasher.finalize()
+        })
+        .collect()
 }
 
 /// What comes out of the encoder, in segment order.
@@ -670,8 +705,10 @@ fn start_encoder(
             for segnum in 0..geometry.num_segments {
                 let lane = &lanes[(segnum % threads as u64) as usize];
                 let message = match lane.recv() {
-                    Ok(Ok(segment)) => {
-                        whole.update(&segment.crypttext[..segment.length]);
+                    Ok(Ok(mut segment)) => {
+                        let mut hashes = hash_data_blocks(&mut whole, &segment);
+                        hashes.append(&mut segment.block_hashes);
+                        segment.block_hashes = hashes;
                         Encoded::Segment(segment)
                     }
                     Ok(Err(e)) => Encoded::Failed(e),
