@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::runtime;
 use proptest::prelude::*;
-use tahoe_mount::cap::FileCap;
+use tahoe_mount::cap::{ChkCap, FileCap};
 use tahoe_mount::config::Secret;
 use tahoe_mount::crypto::hashutil;
 use tahoe_mount::grid::client::Grid;
@@ -354,21 +354,27 @@ fn servers_dying_mid_upload_are_survived_while_happy_and_abort_cleanly_when_not(
     }
 }
 
-#[test]
-fn corrupt_shares_are_bypassed_and_reported() {
-    let rt = runtime();
-    let g = memory_grid(10);
-    let data: Vec<u8> = (0..500_000u32).map(|i| (i * 13 % 256) as u8).collect();
+/// Uploads `data` in segments of 64 KiB (many segments from little data) and returns its cap.
+fn upload_in_small_segments(rt: &tokio::runtime::Runtime, grid: &Grid, data: &[u8]) -> ChkCap {
     let params = EncodingParams {
         max_segment_size: 65_536,
         ..Default::default()
     };
     let uploaded = rt
-        .block_on(upload_file(&g.grid, temp_file(&data), &options(params)))
+        .block_on(upload_file(grid, temp_file(data), &options(params)))
         .unwrap();
     let FileCap::Chk(chk) = uploaded.cap else {
         panic!("not CHK")
     };
+    chk
+}
+
+#[test]
+fn corrupt_shares_are_bypassed_and_reported() {
+    let rt = runtime();
+    let g = memory_grid(10);
+    let data: Vec<u8> = (0..500_000u32).map(|i| (i * 13 % 256) as u8).collect();
+    let chk = upload_in_small_segments(&rt, &g.grid, &data);
     for s in &g.servers[..7] {
         s.set_fault(Fault::Corrupting);
     }
@@ -420,16 +426,7 @@ fn whole_file_writes_from_a_thread_of_their_own_and_a_full_disk_is_an_error() {
         .unwrap();
     let g = memory_grid(10);
     let data: Vec<u8> = (0..700_001u32).map(|i| (i * 7 % 251) as u8).collect();
-    let params = EncodingParams {
-        max_segment_size: 65_536,
-        ..Default::default()
-    };
-    let uploaded = rt
-        .block_on(upload_file(&g.grid, temp_file(&data), &options(params)))
-        .unwrap();
-    let FileCap::Chk(chk) = uploaded.cap else {
-        panic!("not CHK")
-    };
+    let chk = upload_in_small_segments(&rt, &g.grid, &data);
     let reader = rt
         .block_on(ChkReader::open(g.grid.clone(), chk, download_options()))
         .unwrap();
