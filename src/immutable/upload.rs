@@ -5,8 +5,8 @@
 //! The work is a pipeline with bounded memory whatever the file size:
 //! 1. one pass over the plaintext for the convergent key (SHA-256d; it must be known before anything is
 //!    encrypted);
-//! 2. server selection: ask the first 2N servers in permuted order what they hold and what they can take,
-//!    place shares by servers-of-happiness, allocate;
+//! 2. server selection: ask the first 2N servers in permuted order what they can take (and those too full what
+//!    they hold), place shares by servers-of-happiness, allocate (the answers name shares already there);
 //! 3. encoder threads (one per core) each take every T-th segment: read, AES-CTR encrypt, erasure-code, hash the
 //!    segment and the check blocks; a collector puts segments back in order and hashes the whole crypttext beside
 //!    the data blocks (hashes run two at a time: `crypto::sha256`);
@@ -532,9 +532,8 @@ struct EncodedSegment {
     check: Bytes,
     block_size: usize,
     crypttext_hash: Hash,
-    /// Every block's hash in share order: from the encoder, the check blocks' only (the collector puts the data
-    /// blocks' in front).
-    block_hashes: Vec<Hash>,
+    /// The check blocks' hashes, shares k..N (the collector hashes the data blocks).
+    check_hashes: Vec<Hash>,
 }
 
 impl EncodedSegment {
@@ -593,7 +592,7 @@ fn encode_segment(
         check: Bytes::from(check),
         block_size,
         crypttext_hash,
-        block_hashes: check_hashes,
+        check_hashes,
     })
 }
 
@@ -651,7 +650,8 @@ fn hash_data_blocks(whole: &mut hashutil::Sha256d, segment: &EncodedSegment) -> 
 
 /// What comes out of the encoder, in segment order.
 enum Encoded {
-    Segment(EncodedSegment),
+    /// A segment, with its data blocks' hashes (shares 0..k).
+    Segment(EncodedSegment, Vec<Hash>),
     /// Every segment has been sent; this is the SHA-256d of the whole crypttext.
     Done(Hash),
     Failed(UploadError),
@@ -705,11 +705,9 @@ fn start_encoder(
             for segnum in 0..geometry.num_segments {
                 let lane = &lanes[(segnum % threads as u64) as usize];
                 let message = match lane.recv() {
-                    Ok(Ok(mut segment)) => {
-                        let mut hashes = hash_data_blocks(&mut whole, &segment);
-                        hashes.append(&mut segment.block_hashes);
-                        segment.block_hashes = hashes;
-                        Encoded::Segment(segment)
+                    Ok(Ok(segment)) => {
+                        let data_hashes = hash_data_blocks(&mut whole, &segment);
+                        Encoded::Segment(segment, data_hashes)
                     }
                     Ok(Err(e)) => Encoded::Failed(e),
                     Err(_) => {
@@ -778,9 +776,10 @@ impl Push<'_> {
         let mut sent = 0u64;
         let crypttext_hash = loop {
             match encoded.recv().await {
-                Some(Encoded::Segment(segment)) => {
+                Some(Encoded::Segment(segment, data_hashes)) => {
                     crypttext_hashes.push(segment.crypttext_hash);
-                    for (share, hash) in segment.block_hashes.iter().enumerate() {
+                    for (share, hash) in data_hashes.iter().chain(&segment.check_hashes).enumerate()
+                    {
                         block_hashes[share].push(*hash);
                     }
                     for i in 0..self.writers.len() {
