@@ -5,6 +5,7 @@
 //! immutable and mutable files, directories, the grid service directory, the filesystem and the FUSE adapter.
 
 pub mod cap;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod crypto;

@@ -4,11 +4,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::runtime;
+use common::{runtime, temp_file};
 use proptest::prelude::*;
 use tahoe_mount::cap::{ChkCap, FileCap};
 use tahoe_mount::config::Secret;
@@ -29,30 +28,6 @@ fn memory_grid(count: usize) -> MemoryGrid {
     let servers = common::memory::servers(count);
     let grid = common::memory::grid_of(&servers);
     MemoryGrid { servers, grid }
-}
-
-fn temp_file(data: &[u8]) -> Arc<std::fs::File> {
-    let dir = std::env::temp_dir();
-    let path = dir.join(format!(
-        "tahoe-mount-immutable-memory-{}-{:x}",
-        std::process::id(),
-        rand_u64()
-    ));
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
-    file.write_all(data).unwrap();
-    Arc::new(file)
-}
-
-fn rand_u64() -> u64 {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).unwrap();
-    u64::from_le_bytes(b)
 }
 
 fn options(params: EncodingParams) -> UploadOptions {

@@ -4,6 +4,7 @@
 //! Identity and order follow `allmydata/storage_client.py` exactly (`_parse_announcement`,
 //! `get_servers_for_psi`), so shares land on, and are looked for at, the same servers as with Python clients.
 
+pub mod census;
 pub mod client;
 pub mod placement;
 pub mod probe;

@@ -79,7 +79,7 @@ pub enum DownloadError {
 
 /// Why a share was dropped.
 #[derive(Debug, Clone)]
-enum ShareFault {
+pub(super) enum ShareFault {
     /// The bytes are wrong: worth a corruption advisory.
     Corrupt(String),
     /// The server did not deliver.
@@ -87,7 +87,7 @@ enum ShareFault {
 }
 
 impl ShareFault {
-    fn describe(&self) -> &str {
+    pub(super) fn describe(&self) -> &str {
         match self {
             ShareFault::Corrupt(s) | ShareFault::Unavailable(s) => s,
         }
@@ -102,17 +102,17 @@ impl From<StorageError> for ShareFault {
 
 /// A share in use: where it is and its verified block hashes.
 #[derive(Clone)]
-struct ActiveShare {
+pub(super) struct ActiveShare {
     server: usize,
     share: ShareNumber,
-    layout: ShareLayout,
-    block_hashes: Arc<Vec<Hash>>,
+    pub(super) layout: ShareLayout,
+    pub(super) block_hashes: Arc<Vec<Hash>>,
 }
 
 /// What the first good share establishes for the whole file.
-struct FileFacts {
-    geometry: Geometry,
-    share_root: Hash,
+pub(super) struct FileFacts {
+    pub(super) geometry: Geometry,
+    pub(super) share_root: Hash,
     crypttext_leaves: Vec<Hash>,
 }
 
@@ -1069,7 +1069,7 @@ fn drop_share(
 
 /// Reads and verifies one share's header, hash trees and UEB. With `expected_share_root` unset (the first share),
 /// also returns the file's facts from its (authenticated) UEB.
-async fn fetch_share_metadata(
+pub(super) async fn fetch_share_metadata(
     grid: &Grid,
     storage_index: StorageIndex,
     cap: &ChkCap,

@@ -128,6 +128,39 @@ pub async fn upload_file(
             .await
             .map_err(|e| UploadError::Failed(format!("key task: {e}")))??
     };
+    upload_chk(grid, file, key, geometry, options, &Reupload::default()).await
+}
+
+/// What a repair knows before it uploads a file again: the shares servers hold already (found by asking them
+/// all, so beyond the first 2N too), and the URI extension block hash the new shares must produce.
+#[derive(Debug, Clone, Default)]
+pub struct Reupload {
+    pub existing: BTreeMap<usize, BTreeSet<ShareNumber>>,
+    pub ueb_hash: Option<Hash>,
+}
+
+/// Encodes `file` under `key` with `geometry` and puts its shares on the grid, counting the shares `known`
+/// says servers hold. With `known.ueb_hash`, the shares are closed only if they are the very shares of that file
+/// (else every new bucket is aborted): a repair must never write shares that differ from the cap's.
+pub async fn upload_chk(
+    grid: &Grid,
+    file: Arc<File>,
+    key: Key,
+    geometry: Geometry,
+    options: &UploadOptions,
+    known: &Reupload,
+) -> Result<UploadResult, UploadError> {
+    if grid.is_empty() {
+        return Err(UploadError::NoServers);
+    }
+    let size = geometry.size;
+    let params = EncodingParams {
+        needed: geometry.needed,
+        total: geometry.total,
+        max_segment_size: geometry.segment_size,
+        ..options.params
+    };
+    params.validate()?;
     let storage_index = StorageIndex(hashutil::storage_index_hash(&key));
     let mut upload_secret = [0u8; 32];
     getrandom::fill(&mut upload_secret)
@@ -148,10 +181,11 @@ pub async fn upload_file(
         grid,
         storage_index,
         allocated_size,
-        &options.params,
+        &params,
         &options.lease_secret,
         &upload_secret,
         options.query_timeout,
+        &known.existing,
     )
     .await?;
 
@@ -159,8 +193,8 @@ pub async fn upload_file(
         grid,
         storage_index,
         upload_secret,
-        happy: options.params.happy,
-        needed: options.params.needed,
+        happy: params.happy,
+        needed: params.needed,
         preexisting: selection.existing.clone(),
         writers: selection
             .allocated
@@ -176,14 +210,15 @@ pub async fn upload_file(
         lost: Vec::new(),
         chunk: options.write_chunk.max(1),
         write_timeout: options.write_timeout,
+        expected_ueb_hash: known.ueb_hash,
     };
     match push.run(file, key, geometry, &layout, options).await {
         Ok(ueb_hash) => {
             let cap = ChkCap {
                 key,
                 ueb_hash,
-                needed_shares: options.params.needed,
-                total_shares: options.params.total,
+                needed_shares: params.needed,
+                total_shares: params.total,
                 size,
             };
             let held = push.held();
@@ -294,6 +329,7 @@ async fn ask_server(
 /// nothing more can be placed. Unlike Tahoe, writable servers are not asked what they hold before the placement:
 /// the same bytes uploaded again land on the same servers (the permuted order is the file's), whose allocation
 /// answers say they have them; a share found elsewhere may be stored twice, which costs space, not data.
+#[allow(clippy::too_many_arguments)]
 async fn select_servers(
     grid: &Grid,
     storage_index: StorageIndex,
@@ -302,6 +338,7 @@ async fn select_servers(
     lease_secret: &Secret,
     upload_secret: &[u8; 32],
     timeout: Duration,
+    known_existing: &BTreeMap<usize, BTreeSet<ShareNumber>>,
 ) -> Result<Selection, UploadError> {
     let candidates: Vec<usize> = grid
         .permuted(&storage_index)
@@ -358,6 +395,9 @@ async fn select_servers(
         .filter(|(_, a)| !a.existing.is_empty())
         .map(|(&i, a)| (i, a.existing.clone()))
         .collect();
+    for (&server, shares) in known_existing {
+        existing.entry(server).or_default().extend(shares);
+    }
     let mut allocated: BTreeMap<ShareNumber, usize> = BTreeMap::new();
 
     // Each round either places something new or drops a server that refused, so this ends.
@@ -756,6 +796,8 @@ struct Push<'g> {
     lost: Vec<(ShareNumber, String)>,
     chunk: usize,
     write_timeout: Duration,
+    /// The URI extension block hash the shares must have (a repair's), checked before any share is closed.
+    expected_ueb_hash: Option<Hash>,
 }
 
 impl Push<'_> {
@@ -808,6 +850,16 @@ impl Push<'_> {
             .pack();
         debug_assert_eq!(ueb.len() as u64, ueb_size(&geometry));
         let ueb_hash = hashutil::uri_extension_hash(&ueb);
+        if self
+            .expected_ueb_hash
+            .is_some_and(|expected| expected != ueb_hash)
+        {
+            return Err(UploadError::Failed(
+                "the shares encoded again differ from the file's (their URI extension block does not hash to \
+                 the cap's): every new share was abandoned"
+                    .into(),
+            ));
+        }
 
         let tree_bytes = (layout.crypttext_hash_tree - layout.plaintext_hash_tree) as usize;
         for writer in &mut self.writers {

@@ -5,6 +5,7 @@
 //! `layout` owns the share bytes, `servermap` finds which server holds which version, `retrieve` reads a version
 //! and `publish` writes one. [`MutableFile`] ties them together for callers such as directories.
 
+pub mod check;
 pub mod layout;
 pub mod publish;
 pub mod retrieve;
@@ -391,6 +392,38 @@ impl MutableFile {
             self.options.timeout,
         )
         .await
+    }
+
+    /// Repairs the file (`allmydata/mutable/repairer.py`): publishes the best recoverable version's contents again
+    /// as a new version, with every share placed and at least `happy` servers holding shares. As in Tahoe, this
+    /// bumps the sequence number once; shares of older versions are overwritten. Refuses when a newer version
+    /// exists that cannot be read, since publishing over it would lose it. Returns the new seqnum.
+    pub async fn repair(&self, happy: u8) -> Result<u64, MutableError> {
+        if self.keys.writekey.is_none() {
+            return Err(MutableError::ReadOnly(
+                "repairing a mutable file needs its writecap".into(),
+            ));
+        }
+        let map = self.servermap().await?;
+        if let Some(newer) = check::newer_than_best(&map) {
+            return Err(MutableError::Unrecoverable(format!(
+                "version {newer} is newer than any readable version and has too few shares to read; repairing \
+                 would overwrite it, so it was not done (more of its servers may come back)"
+            )));
+        }
+        let current = self.read_from(&map).await?;
+        let params = MutableParams {
+            happy: happy.min(current.params.total),
+            ..current.params
+        };
+        let signing_key = self
+            .signing_key
+            .get_or_try_init(|| self.find_signing_key(&map))
+            .await?;
+        let seqnum = map.highest_seqnum() + 1;
+        self.publish_version(&map, signing_key, &current.contents, &params, seqnum)
+            .await?;
+        Ok(seqnum)
     }
 
     /// Replaces the contents, whatever they were. `params` of `None` keeps the current encoding (or Tahoe's

@@ -130,6 +130,18 @@ async fn fetch_and_verify(
     })
 }
 
+/// Reads all of one share and checks every block against its hash tree and the tree against the signed root hash
+/// (a checker's `--verify`): `Err((corrupt, why))`, where `corrupt` says whether the bytes were wrong rather than
+/// out of reach.
+pub async fn verify_share(
+    grid: &Grid,
+    keys: &FileKeys,
+    record: &ShareRecord,
+    timeout: Duration,
+) -> Result<(), (bool, String)> {
+    fetch_share(grid, keys, record, timeout).await.map(|_| ())
+}
+
 /// Retrieves the plaintext of the version `prefix` from `records` (its shares).
 pub async fn retrieve(
     grid: &Grid,

@@ -4,7 +4,8 @@
 //!
 //! Where this differs from 1.20, on purpose: space is counted in share data bytes only (no container headers, no
 //! lease records), from a configured capacity instead of a disk; leases are kept (a new one needs room, as in 1.20)
-//! but never expire; running out of space is [`StorageError::Full`] where a real server answers 500; an idle upload
+//! and expire on a simulated clock only when a test says so ([`MemoryServer::advance_clock`],
+//! [`MemoryServer::expire_leases`], as 1.20's lease crawler does with `expire.enabled`); running out of space is [`StorageError::Full`] where a real server answers 500; an idle upload
 //! is dropped when the server is next used after the idle timeout, not by a timer.
 
 use super::{
@@ -32,6 +33,8 @@ const IMMUTABLE_LEASE_SIZE: u64 = 72;
 const MUTABLE_LEASE_SIZE: u64 = 92;
 /// A mutable container has room for four leases before it needs space for more (`storage/mutable.py` `add_lease`).
 const MUTABLE_LEASE_SLOTS: usize = 4;
+/// How long a lease lasts from its last renewal (`storage/server.py` `DEFAULT_RENEWAL_TIME`: 31 days).
+pub const LEASE_SECONDS: u64 = 31 * 24 * 3600;
 
 /// Schema limits of 1.20's request bodies (`http_server.py:367-398`); more is a 400.
 const MAX_SHARES_PER_REQUEST: usize = 256;
@@ -147,6 +150,8 @@ struct Lease {
     renew: [u8; 32],
     // Kept because 1.20 keeps it; nothing over HTTP cancels a lease.
     _cancel: [u8; 32],
+    /// On the simulated clock: set when the lease is granted or renewed.
+    expires_at: u64,
 }
 
 impl From<LeaseSecrets> for Lease {
@@ -154,6 +159,7 @@ impl From<LeaseSecrets> for Lease {
         Lease {
             renew: l.renew,
             _cancel: l.cancel,
+            expires_at: 0,
         }
     }
 }
@@ -271,6 +277,8 @@ struct State {
     advisories: Vec<CorruptionAdvisory>,
     /// Share data bytes held: stored shares plus bytes written to uploads.
     used: u64,
+    /// Simulated seconds, for lease expiry: only tests move it.
+    clock: u64,
 }
 
 impl State {
@@ -417,6 +425,105 @@ impl MemoryServer {
         match state.shares.get(&storage_index)?.get(&share_number)? {
             Stored::Immutable { leases, .. } | Stored::Mutable { leases, .. } => Some(leases.len()),
         }
+    }
+
+    /// Every lease's expiry time (on the simulated clock) on a stored share, or `None` if there is no such share.
+    pub fn lease_expiries(
+        &self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+    ) -> Option<Vec<u64>> {
+        let state = self.state();
+        match state.shares.get(&storage_index)?.get(&share_number)? {
+            Stored::Immutable { leases, .. } | Stored::Mutable { leases, .. } => {
+                Some(leases.iter().map(|l| l.expires_at).collect())
+            }
+        }
+    }
+
+    /// The simulated clock, in seconds.
+    pub fn clock(&self) -> u64 {
+        self.state().clock
+    }
+
+    /// Moves the simulated clock on.
+    pub fn advance_clock(&self, seconds: u64) {
+        let mut state = self.state();
+        state.clock = state.clock.saturating_add(seconds);
+    }
+
+    /// What 1.20's lease crawler does with `expire.enabled = true` in `age` mode: deletes every stored share whose
+    /// leases have all expired by the simulated clock. Returns how many shares it deleted.
+    pub fn expire_leases(&self) -> usize {
+        let mut state = self.state();
+        let clock = state.clock;
+        let expired: Vec<(StorageIndex, ShareNumber)> = state
+            .shares
+            .iter()
+            .flat_map(|(si, shares)| shares.iter().map(move |(sh, stored)| (*si, *sh, stored)))
+            .filter(|(_, _, stored)| match stored {
+                Stored::Immutable { leases, .. } | Stored::Mutable { leases, .. } => {
+                    leases.iter().all(|l| l.expires_at <= clock)
+                }
+            })
+            .map(|(si, sh, _)| (si, sh))
+            .collect();
+        for (si, sh) in &expired {
+            state.remove_stored(si, *sh);
+        }
+        expired.len()
+    }
+
+    /// Deletes a stored share, as a lost disk would: whether there was one.
+    pub fn delete_share(&self, storage_index: StorageIndex, share_number: ShareNumber) -> bool {
+        let mut state = self.state();
+        let present = state
+            .shares
+            .get(&storage_index)
+            .is_some_and(|m| m.contains_key(&share_number));
+        state.remove_stored(&storage_index, share_number);
+        present
+    }
+
+    /// Flips the bits of one byte of a stored share, as a failing disk would: whether there was such a byte.
+    pub fn corrupt_share(
+        &self,
+        storage_index: StorageIndex,
+        share_number: ShareNumber,
+        offset: usize,
+    ) -> bool {
+        let mut state = self.state();
+        let Some(stored) = state
+            .shares
+            .get_mut(&storage_index)
+            .and_then(|m| m.get_mut(&share_number))
+        else {
+            return false;
+        };
+        match stored {
+            Stored::Immutable { data, .. } => {
+                if offset >= data.len() {
+                    return false;
+                }
+                let mut bytes = data.to_vec();
+                bytes[offset] ^= 0xff;
+                *data = Bytes::from(bytes);
+            }
+            Stored::Mutable { data, .. } => match data.get_mut(offset) {
+                Some(byte) => *byte ^= 0xff,
+                None => return false,
+            },
+        }
+        true
+    }
+
+    /// The share numbers stored for a storage index.
+    pub fn stored_shares(&self, storage_index: StorageIndex) -> BTreeSet<ShareNumber> {
+        self.state()
+            .shares
+            .get(&storage_index)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -580,13 +687,19 @@ impl MemoryServer {
                 (leases, needed)
             }
         };
-        if leases.iter().any(|l| l.renew == lease.renew) {
+        let expires_at = state.clock + LEASE_SECONDS;
+        if let Some(existing) = leases.iter_mut().find(|l| l.renew == lease.renew) {
+            // lease.py renew: a renewal never shortens a lease.
+            existing.expires_at = existing.expires_at.max(expires_at);
             return Ok(());
         }
         if needed > available {
             return Err(self.full(format!("no room for a new lease on {si} share {sh}")));
         }
-        leases.push(lease);
+        leases.push(Lease {
+            expires_at,
+            ..lease
+        });
         Ok(())
     }
 
@@ -618,6 +731,7 @@ impl MemoryServer {
             self.add_or_renew_lease_on(&mut state, fault, si, sh, lease)?;
         }
         let mut allocated = BTreeSet::new();
+        let lease_end = state.clock + LEASE_SECONDS;
         for &sh in share_numbers {
             // server.py:334-359: complete, in progress (under any secret) or too big: silently not allocated.
             if already_have.contains(&sh) || state.uploads.contains_key(&(si, sh)) {
@@ -632,7 +746,10 @@ impl MemoryServer {
                         size: allocated_size,
                         data: Vec::new(),
                         written: RangeSet::default(),
-                        leases: vec![lease],
+                        leases: vec![Lease {
+                            expires_at: lease_end,
+                            ..lease
+                        }],
                         last_activity: Instant::now(),
                     },
                 );

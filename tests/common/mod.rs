@@ -76,6 +76,27 @@ pub fn run_python(script: &str, args: &[&str], stdin: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
+/// An unnamed file holding `data` (made in the temp dir and unlinked at once), to upload from.
+pub fn temp_file(data: &[u8]) -> std::sync::Arc<std::fs::File> {
+    use std::io::Write;
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).expect("random");
+    let path = std::env::temp_dir().join(format!(
+        "tahoe-mount-test-{}-{:x}",
+        std::process::id(),
+        u64::from_le_bytes(random)
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .expect("create a temp file");
+    std::fs::remove_file(&path).expect("unlink the temp file");
+    file.write_all(data).expect("write the temp file");
+    std::sync::Arc::new(file)
+}
+
 /// A tokio runtime for a test: two worker threads, like the machine CI runs on.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
