@@ -2,11 +2,16 @@
 """A real local Tahoe-LAFS 1.20 storage grid on 127.0.0.1, with no introducer, for tests and demos.
 
 Owns the layout of a grid directory DIR:
-  DIR/storage<i>/     node directory of storage node i (0-based): tahoe.cfg, keys, run.log, run.pid, server.json
+  DIR/storage<i>/     node directory of storage node i (0-based): tahoe.cfg, keys, run.log, server.json,
+                      run.pid ("PID STARTTIME" of its `tahoe run`)
   DIR/grid.json       {"servers": [...]} what clients need per server (NURLs, fURL, ids, announcement, ...)
   DIR/servers.yaml    the same servers in Tahoe's static-server format (private/servers.yaml of a client)
   DIR/client/         optional Tahoe client node using servers.yaml (`client` subcommand)
   DIR/watchdog.pid    the watcher that stops the grid when a parent process dies (`start --parent-pid`)
+
+Our processes are known by their Popen in the invocation that started them, and in later invocations by pid plus
+start time (field 22 of /proc/PID/stat), recorded together: never by their command line, which can read empty under
+load. A process is dead only when its Popen says so, or /proc/PID/stat is gone or shows another start time.
 
 Subcommands: start DIR N, stop DIR [--node I], status DIR, client DIR. Run it with the interpreter of the venv that
 has tahoe-lafs 1.20.0; with any other python3 it makes/reuses that venv with venv.sh and re-executes itself.
@@ -58,19 +63,45 @@ class GridError(Exception):
 
 
 def proc_stat(pid):
-    """(state, starttime) of a live process, or None. Zombies count as gone: an orphaned node is reaped by
-    whatever is PID 1, which in a container may never do it."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[0], fields[19]
+    """(state, starttime) of a live process, or None when it is gone. Zombies count as gone: an orphaned node is
+    reaped by whatever is PID 1, which in a container may never do it.
+
+    Only a missing /proc/PID means gone. Any other failure to read or parse its stat (a busy machine can make
+    /proc reads come back short) is retried briefly; if it persists, the process is presumed alive with an unknown
+    start time ("?", None), since a transient failure must never declare a process dead."""
+    for _ in range(20):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except OSError:
+            data = b""
+        # The command name (field 2) is in parentheses and may itself hold spaces and ")": split after the last.
+        _, paren, rest = data.rpartition(b")")
+        fields = rest.split()
+        if paren and len(fields) >= 20:
+            state = fields[0].decode(errors="replace")
+            if state in ("Z", "X"):
+                return None
+            return state, fields[19].decode(errors="replace")  # field 22: start time in clock ticks after boot
+        time.sleep(0.01)
+    return "?", None
+
+
+def same_process(pid, starttime):
+    """True if pid is alive and is the process that had that start time when it was recorded. Pid files go stale
+    and pids get reused, so a pid alone never identifies a process we started; the command line does not either, as
+    /proc/PID/cmdline can read empty under load. An unreadable start time presumes the process alive."""
+    if pid is None or starttime is None:
+        return False
+    stat = proc_stat(pid)
+    return stat is not None and (stat[1] is None or stat[1] == starttime)
 
 
 def cmdline(pid):
+    """The arguments of pid ([] if unreadable). For finding other programs' processes (mountlib uses it); grid.py
+    never decides from it whether one of its own processes lives."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
@@ -78,21 +109,15 @@ def cmdline(pid):
         return []
 
 
-def read_pid(path):
+def read_pid_file(path):
+    """(pid, starttime) from a run.pid written by Node.start ("PID STARTTIME"), or (None, None). A pid with no
+    start time (a file from an older grid.py, or a child that exited at once) gives (pid, None): never ours."""
     try:
         with open(path) as f:
-            return int(f.read().split()[0])
+            parts = f.read().split()
+        return int(parts[0]), (parts[1] if len(parts) > 1 else None)
     except (OSError, ValueError, IndexError):
-        return None
-
-
-def is_ours(pid, *needles):
-    """True if pid is alive and its command line has every needle as an argument: pid files can go stale
-    and pids get reused, so a pid alone never identifies a process we started."""
-    if pid is None or proc_stat(pid) is None:
-        return False
-    args = cmdline(pid)
-    return all(n in args for n in needles)
+        return None, None
 
 
 def log_tail(path, lines=25):
@@ -141,7 +166,7 @@ class Node:
         self.dir = os.path.join(grid_dir, name)
         self.pid_file = os.path.join(self.dir, "run.pid")
         self.log = os.path.join(self.dir, "run.log")
-        self.proc = None  # Popen when this invocation started it
+        self.proc = None  # the Popen of `tahoe run` when this invocation started it
 
     def path(self, *p):
         return os.path.join(self.dir, *p)
@@ -161,9 +186,13 @@ class Node:
         return c
 
     def pid(self):
-        """The pid of the `tahoe run` we started for this node, if it still runs."""
-        pid = read_pid(self.pid_file)
-        return pid if is_ours(pid, "run", self.dir) else None
+        """The pid of the `tahoe run` we started for this node while it runs, else None. The invocation that started
+        it asks its Popen; a later one (stop, status, start again) trusts run.pid only while that pid still has the
+        start time recorded beside it."""
+        if self.proc is not None:
+            return self.proc.pid if self.proc.poll() is None else None
+        pid, starttime = read_pid_file(self.pid_file)
+        return pid if same_process(pid, starttime) else None
 
     def port(self):
         # tub.port is "tcp:PORT:interface=127.0.0.1"; it lives in tahoe.cfg so it survives restarts.
@@ -191,8 +220,12 @@ class Node:
                 cwd=self.dir,
                 start_new_session=True,
             )
+        # "PID STARTTIME": readers that want the pid alone take the first word. A child gone already has no start
+        # time to record (its Popen says it exited; later invocations never take that pid for ours).
+        stat = proc_stat(self.proc.pid)
+        starttime = stat[1] if stat is not None and stat[1] is not None else ""
         with open(self.pid_file, "w") as f:
-            f.write(f"{self.proc.pid}\n")
+            f.write(f"{self.proc.pid} {starttime}".rstrip() + "\n")
         return True
 
     def send(self, sig):
@@ -214,12 +247,6 @@ class Node:
             os.unlink(self.pid_file)
         except FileNotFoundError:
             pass
-
-    def died(self):
-        """Exit status if the process this invocation started has exited, else None."""
-        if self.proc is not None:
-            return self.proc.poll()
-        return None
 
 
 def b64url_nopad(b):
@@ -366,18 +393,14 @@ def probe_node(node, timeout=2.0):
 
 
 def wait_until(node, ready, timeout, what):
-    """Polls ready() until it returns without NotYet. Fails at once if the process exits, or at the deadline,
-    naming the node and showing the tail of its run.log."""
+    """Polls ready() until it returns without NotYet. Fails at once if the process exits (as its Popen says, or
+    for a node started earlier, its recorded pid and start time), or at the deadline, naming the node and showing
+    the tail of its run.log."""
     last = "not started"
     deadline = time.monotonic() + timeout
     while True:
-        rc = node.died()
-        if rc is not None or node.pid() is None:
-            if node.proc is not None and rc is None:
-                try:
-                    rc = node.proc.wait(timeout=2)  # a zombie already counts as gone; collect its status
-                except subprocess.TimeoutExpired:
-                    pass
+        if node.pid() is None:
+            rc = node.proc.returncode if node.proc is not None else None  # set by the poll() in pid()
             raise GridError(
                 f"{node.name}: `tahoe run` exited (status {rc}) before {what}; tail of {node.log}:\n"
                 + log_tail(node.log)
@@ -598,26 +621,38 @@ def watchdog_file(grid_dir):
 
 
 def watchdog_pid(grid_dir):
-    """(pid, watched parent) of the live watchdog of this grid, or (None, None)."""
+    """(pid, watched parent) of the live watchdog of this grid, or (None, None). watchdog.pid records the
+    watchdog's start time beside its pid, so a reused pid is not taken for it."""
     try:
         with open(watchdog_file(grid_dir)) as f:
             w = json.load(f)
     except (OSError, ValueError):
         return None, None
-    if is_ours(w.get("pid"), "_watch", grid_dir):
-        return w["pid"], w.get("parent")
+    pid = w.get("pid") if isinstance(w, dict) else None
+    if isinstance(pid, int) and same_process(pid, w.get("starttime")):
+        return pid, w.get("parent")
     return None, None
+
+
+def terminate(pid):
+    """SIGTERM to pid, which may have exited meanwhile."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
 
 
 def ensure_watchdog(grid_dir, parent):
     stat = proc_stat(parent)
     if stat is None:
         raise GridError(f"--parent-pid {parent} is not a running process")
+    if stat[1] is None:
+        raise GridError(f"--parent-pid {parent}: cannot read its start time from /proc/{parent}/stat")
     pid, watched = watchdog_pid(grid_dir)
     if pid and watched == parent:
         return
     if pid:
-        os.kill(pid, signal.SIGTERM)
+        terminate(pid)
     with open(os.path.join(grid_dir, "watchdog.log"), "ab") as log:
         w = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "_watch", grid_dir, str(parent), stat[1]],
@@ -626,13 +661,15 @@ def ensure_watchdog(grid_dir, parent):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    write_json(watchdog_file(grid_dir), {"pid": w.pid, "parent": parent})
+    wstat = proc_stat(w.pid)
+    starttime = wstat[1] if wstat is not None else None
+    write_json(watchdog_file(grid_dir), {"pid": w.pid, "starttime": starttime, "parent": parent})
 
 
 def stop_watchdog(grid_dir):
     pid, _ = watchdog_pid(grid_dir)
     if pid and pid != os.getpid():
-        os.kill(pid, signal.SIGTERM)
+        terminate(pid)
     try:
         os.unlink(watchdog_file(grid_dir))
     except FileNotFoundError:
@@ -651,8 +688,7 @@ def cmd_watch(a):
                     return 0
         except (OSError, ValueError):
             return 0
-        stat = proc_stat(parent)
-        if stat is None or stat[1] != start:
+        if not same_process(parent, start):
             print(f"{time.strftime('%H:%M:%S')} parent {parent} is gone: stopping the grid", flush=True)
             stop_grid(grid_dir, None)
             return 0
@@ -709,20 +745,21 @@ def cmd_start(a):
 
 
 def stop_nodes(nodes):
-    """SIGTERM to every node's process group at once, wait, then SIGKILL what is left."""
+    """SIGTERM to every node's process group at once, wait, then SIGKILL what is left. "Left" is node.pid(): the
+    Popen if this invocation started the node (which also reaps it), else the recorded pid and start time."""
     signalled = [(n, n.send(signal.SIGTERM)) for n in nodes]
     deadline = time.monotonic() + STOP_GRACE
     for node, pid in signalled:
-        while pid is not None and proc_stat(pid) is not None and time.monotonic() < deadline:
+        while pid is not None and node.pid() is not None and time.monotonic() < deadline:
             time.sleep(0.02)
     for node, pid in signalled:
-        if pid is not None and proc_stat(pid) is not None:
+        if pid is not None and node.pid() is not None:
             print(f"{node.name}: still running {STOP_GRACE:.0f} s after SIGTERM: SIGKILL", file=sys.stderr)
             node.send(signal.SIGKILL)
             end = time.monotonic() + 5
-            while proc_stat(pid) is not None and time.monotonic() < end:
+            while node.pid() is not None and time.monotonic() < end:
                 time.sleep(0.02)
-            if proc_stat(pid) is not None:
+            if node.pid() is not None:
                 raise GridError(f"{node.name}: pid {pid} survives SIGKILL")
         node.forget()
     return [n for n, pid in signalled if pid is not None]
