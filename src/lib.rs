@@ -16,5 +16,6 @@ pub mod fuse;
 pub mod grid;
 pub mod gsd;
 pub mod immutable;
+pub mod maintain;
 pub mod mutable;
 pub mod storage;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::memory::{grid_of, servers};
 use common::{runtime, temp_file};
 use tahoe_mount::cap::{Cap, FileCap, MutableFormat};
-use tahoe_mount::check::deep::deep_check;
+use tahoe_mount::check::deep::{Walk, deep_check};
 use tahoe_mount::check::{CheckOptions, check};
 use tahoe_mount::config::Secret;
 use tahoe_mount::dirnode::{Change, Child, Directory, DirectoryNode, Replace};
@@ -415,9 +415,13 @@ fn deep_check_visits_each_object_once_and_repairs_the_tree() {
 
         // root, sub, shared, five files, tiny: nine objects however many links.
         let mut seen = Vec::new();
-        let summary = deep_check(&grid, root.cap().clone(), &check_options(), 4, |path, _| {
-            seen.push(path.join("/"))
-        })
+        let summary = deep_check(
+            &grid,
+            root.cap().clone(),
+            &check_options(),
+            &Walk::with_concurrency(4),
+            |path, _| seen.push(path.join("/")),
+        )
         .await;
         assert_eq!(summary.objects, 9, "{seen:?}");
         assert_eq!(summary.healthy, 9);
@@ -428,7 +432,14 @@ fn deep_check_visits_each_object_once_and_repairs_the_tree() {
         for server in &servers[..2] {
             server.set_fault(Fault::Down);
         }
-        let summary = deep_check(&grid, root.cap().clone(), &check_options(), 4, |_, _| {}).await;
+        let summary = deep_check(
+            &grid,
+            root.cap().clone(),
+            &check_options(),
+            &Walk::with_concurrency(4),
+            |_, _| {},
+        )
+        .await;
         assert_eq!(
             summary.unhealthy, 8,
             "every object but the literal one: {summary:?}"
@@ -438,12 +449,26 @@ fn deep_check_visits_each_object_once_and_repairs_the_tree() {
         let mut repair = check_options();
         repair.repair = true;
         repair.add_lease = true;
-        let summary = deep_check(&grid, root.cap().clone(), &repair, 4, |_, _| {}).await;
+        let summary = deep_check(
+            &grid,
+            root.cap().clone(),
+            &repair,
+            &Walk::with_concurrency(4),
+            |_, _| {},
+        )
+        .await;
         assert_eq!(summary.repairs_attempted, 8, "{summary:?}");
         assert_eq!(summary.repairs_successful, 8, "{summary:?}");
         assert!(summary.all_healthy(), "{summary:?}");
         assert!(summary.leases.renewed > 0);
-        let summary = deep_check(&grid, root.cap().clone(), &check_options(), 4, |_, _| {}).await;
+        let summary = deep_check(
+            &grid,
+            root.cap().clone(),
+            &check_options(),
+            &Walk::with_concurrency(4),
+            |_, _| {},
+        )
+        .await;
         assert_eq!(summary.healthy, 9, "{summary:?}");
     });
 }

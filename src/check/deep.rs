@@ -70,22 +70,56 @@ impl DeepSummary {
     }
 }
 
-/// What one check task hands back: the object's path and result, and for a directory its children.
+/// What one check task hands back: the object's path and result (none if it was skipped), and for a directory
+/// its children.
 struct Done {
     path: Vec<String>,
-    result: Result<CheckResult, String>,
+    result: Option<Result<CheckResult, String>>,
     children: Result<Vec<(String, Cap)>, String>,
 }
 
-/// Checks every object below (and including) `root`, `concurrency` at a time, calling `report` with each
-/// object's path (names from `root`) and result as it is done.
+/// How a walk goes, beyond what is done to each object.
+#[derive(Clone, Default)]
+pub struct Walk {
+    /// Checks in flight at once (at least one).
+    pub concurrency: usize,
+    /// Objects (by storage index) not to check again: a resumed walk's. Directories among them are still listed.
+    pub skip: HashSet<[u8; 16]>,
+    /// Says whether to hold back: asked before each check starts; while it says so, the walk waits (up to
+    /// [`MAX_YIELD`] per check, so that maintenance still ends on a machine that is never idle).
+    pub yield_to: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+}
+
+/// The longest a walk waits for [`Walk::yield_to`] before it starts a check anyway.
+pub const MAX_YIELD: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl Walk {
+    pub fn with_concurrency(concurrency: usize) -> Walk {
+        Walk {
+            concurrency,
+            ..Walk::default()
+        }
+    }
+
+    async fn wait_turn(&self) {
+        let Some(busy) = &self.yield_to else { return };
+        let started = tokio::time::Instant::now();
+        while busy() && started.elapsed() < MAX_YIELD {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Checks every object below (and including) `root`, as `walk` says, calling `report` with each object's path
+/// (names from `root`) and result as it is done.
 pub async fn deep_check(
     grid: &Grid,
     root: Cap,
     options: &CheckOptions,
-    concurrency: usize,
+    walk: &Walk,
     mut report: impl FnMut(&[String], &CheckResult),
 ) -> DeepSummary {
+    let concurrency = walk.concurrency;
     let options = Arc::new(options.clone());
     let mut summary = DeepSummary::default();
     let mut seen: HashSet<[u8; 16]> = HashSet::new();
@@ -108,7 +142,19 @@ pub async fn deep_check(
                 directories.pop_front().or_else(|| files.pop_front())
             };
             let Some((path, cap)) = next else { break };
-            running.spawn(check_one(grid.clone(), path, cap, options.clone()));
+            let skipped = cap
+                .storage_index()
+                .is_some_and(|si| walk.skip.contains(&si));
+            if !skipped {
+                walk.wait_turn().await;
+            }
+            running.spawn(check_one(
+                grid.clone(),
+                path,
+                cap,
+                options.clone(),
+                !skipped,
+            ));
         }
         let Some(joined) = running.join_next().await else {
             break;
@@ -122,11 +168,12 @@ pub async fn deep_check(
         };
         let shown = display_path(&done.path);
         match &done.result {
-            Ok(result) => {
+            None => {}
+            Some(Ok(result)) => {
                 summary.count(result);
                 report(&done.path, result);
             }
-            Err(why) => {
+            Some(Err(why)) => {
                 summary.objects += 1;
                 summary.unhealthy += 1;
                 summary.post_unhealthy += 1;
@@ -167,10 +214,22 @@ pub fn display_path(path: &[String]) -> String {
     }
 }
 
-async fn check_one(grid: Grid, path: Vec<String>, cap: Cap, options: Arc<CheckOptions>) -> Done {
-    let result = check(&grid, &cap, &options)
-        .await
-        .map_err(|e| e.to_string());
+async fn check_one(
+    grid: Grid,
+    path: Vec<String>,
+    cap: Cap,
+    options: Arc<CheckOptions>,
+    check_it: bool,
+) -> Done {
+    let result = if check_it {
+        Some(
+            check(&grid, &cap, &options)
+                .await
+                .map_err(|e| e.to_string()),
+        )
+    } else {
+        None
+    };
     let children = if cap.is_directory() {
         list_children(&grid, &cap).await
     } else {

@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use super::{ServerArgs, directories, runtime};
 use crate::cap::Cap;
-use crate::check::deep::{DeepSummary, deep_check, display_path};
+use crate::check::deep::{DeepSummary, Walk, deep_check, display_path};
 use crate::check::{CheckOptions, CheckResult, check};
 use crate::config::{ConfigDir, Secret};
 
@@ -178,7 +178,7 @@ pub(super) fn deep(
         &grid,
         cap,
         &options,
-        concurrency,
+        &Walk::with_concurrency(concurrency),
         |path, result| {
             done += 1;
             if args.json {

@@ -207,6 +207,8 @@ pub struct FsOptions {
     pub read_only: bool,
     pub uid: u32,
     pub gid: u32,
+    /// Told of files a read found damaged (shares missing, corrupt or out of reach), for a repair soon.
+    pub on_damage: Option<Arc<dyn Fn(Cap) + Send + Sync>>,
 }
 
 impl FsOptions {
@@ -227,6 +229,7 @@ impl FsOptions {
             read_only: false,
             uid: 0,
             gid: 0,
+            on_damage: None,
         }
     }
 }
@@ -378,6 +381,9 @@ struct Inner {
     readers: Mutex<lru::LruCache<[u8; 16], ChkReader>>,
     statfs: Mutex<Option<(Instant, StatFs)>>,
     started: SystemTime,
+    /// When the user last read or wrote, for [`Fs::idle_for`]: milliseconds after `clock_origin`.
+    last_io: std::sync::atomic::AtomicU64,
+    clock_origin: Instant,
     runtime: tokio::runtime::Handle,
 }
 
@@ -589,6 +595,8 @@ impl Fs {
                 progress: watch::channel(0).0,
                 statfs: Mutex::new(None),
                 started: SystemTime::now(),
+                last_io: std::sync::atomic::AtomicU64::new(0),
+                clock_origin: Instant::now(),
                 runtime: tokio::runtime::Handle::current(),
             }),
         };
@@ -1396,11 +1404,19 @@ impl Fs {
         match cap {
             Cap::File(FileCap::Literal(data)) => Ok(slice(data)),
             Cap::File(FileCap::Chk(chk)) => {
-                let reader = self.reader(chk).await?;
-                reader
-                    .read(offset, u64::from(size))
-                    .await
-                    .map_err(|e| FsError::Grid(e.to_string()))
+                let read = async {
+                    let reader = self.reader(chk).await?;
+                    let data = reader.read(offset, u64::from(size)).await;
+                    if reader.take_damage_report() {
+                        self.report_damage(cap);
+                    }
+                    data.map_err(|e| FsError::Grid(e.to_string()))
+                };
+                let result = read.await;
+                if result.is_err() {
+                    self.report_damage(cap);
+                }
+                result
             }
             Cap::File(FileCap::Mutable(_)) => {
                 self.load_mutable_size(ino).await?;
@@ -1417,6 +1433,29 @@ impl Fs {
         }
     }
 
+    fn report_damage(&self, cap: &Cap) {
+        if let Some(report) = &self.inner.options.on_damage {
+            report(cap.clone());
+        }
+    }
+
+    /// How long since the user last read or wrote through the mount.
+    pub fn idle_for(&self) -> Duration {
+        let last = self
+            .inner
+            .last_io
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let now = self.inner.clock_origin.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(last))
+    }
+
+    fn note_io(&self) {
+        let now = self.inner.clock_origin.elapsed().as_millis() as u64;
+        self.inner
+            .last_io
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
     async fn reader(&self, chk: &crate::cap::ChkCap) -> FsResult<ChkReader> {
         let key = chk.storage_index();
         if let Some(reader) = lock(&self.inner.readers).get(&key) {
@@ -1431,6 +1470,7 @@ impl Fs {
 
     /// Reads up to `size` bytes at `offset`.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        self.note_io();
         let (ino, source) = {
             let state = self.state();
             let handle = state.handles.get(&fh).ok_or(FsError::BadHandle)?;
@@ -1496,6 +1536,7 @@ impl Fs {
 
     /// Writes `data` at `offset` (at the end for a handle opened with `O_APPEND`); returns the bytes written.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        self.note_io();
         let (ino, append) = {
             let state = self.state();
             let handle = state.handles.get(&fh).ok_or(FsError::BadHandle)?;

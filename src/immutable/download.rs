@@ -185,6 +185,8 @@ struct Inner {
     servers_with_shares: usize,
     servers_asked: usize,
     found: usize,
+    /// Whether a share drop was already reported (see [`ChkReader::take_damage_report`]).
+    damage_reported: std::sync::atomic::AtomicBool,
 }
 
 /// An open CHK file. Cheap to clone; clones share shares, cache and state.
@@ -263,6 +265,7 @@ impl ChkReader {
             servers_with_shares: located.servers_with_shares,
             servers_asked: located.asked,
             found: located.candidates.len(),
+            damage_reported: std::sync::atomic::AtomicBool::new(false),
         };
         let reader = ChkReader {
             inner: Arc::new(inner),
@@ -291,6 +294,17 @@ impl ChkReader {
                 )
             })
             .collect()
+    }
+
+    /// True once, the first time it is asked after a share was dropped (corrupt, or its server failed): the
+    /// file may need repair, and whoever keeps files alive should hear of it once per reader.
+    pub fn take_damage_report(&self) -> bool {
+        let dropped = !lock(&self.inner.shares).dropped.is_empty();
+        dropped
+            && !self
+                .inner
+                .damage_reported
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Shares dropped so far, as "server share N: why".

@@ -298,7 +298,7 @@ impl TahoeMount {
         cmd.arg(command)
             .arg("--servers-file")
             .arg(&self.servers_file);
-        if ["put", "mkdir", "ln", "mv", "rm"].contains(&command) {
+        if ["put", "mkdir", "ln", "mv", "rm", "check", "deep-check"].contains(&command) {
             cmd.arg("--config-dir").arg(self.config.path());
         }
         cmd.args(args);
