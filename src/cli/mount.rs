@@ -19,7 +19,9 @@ use crate::cap::{Cap, MutableFormat};
 use crate::config::{ConfigDir, write_private_file};
 use crate::crypto::rsa::KeyPool;
 use crate::dirnode::{Directory, DirectoryNode};
+use crate::check::CheckOptions;
 use crate::fs::{Fs, FsOptions};
+use crate::maintain::{MaintainOptions, Maintainer};
 use crate::immutable::upload::UploadOptions;
 use crate::mutable::{MutableOptions, MutableParams};
 
@@ -48,7 +50,7 @@ pub(super) struct MountArgs {
     #[arg(short, long)]
     foreground: bool,
     /// Mount options, comma-separated: ro, allow_other, dir_ttl=SECONDS, cache_size=BYTES, spool_size=BYTES,
-    /// poll_interval=SECONDS (sizes take K, M, G suffixes).
+    /// poll_interval=SECONDS, uploads=N, renew_interval=SECONDS (sizes take K, M, G suffixes).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// The configuration directory (secrets and root writecaps; default: $TAHOE_MOUNT_CONFIG_DIR,
@@ -76,6 +78,8 @@ struct MountOptions {
     spool_bytes: Option<u64>,
     poll_interval: Duration,
     parallel_uploads: usize,
+    /// Time between the maintainer's passes (lease renewal, check and repair of the whole tree).
+    renew_interval: Duration,
 }
 
 fn parse_size(text: &str) -> anyhow::Result<u64> {
@@ -111,6 +115,7 @@ fn parse_mount_options(given: &[String]) -> anyhow::Result<MountOptions> {
         spool_bytes: None,
         poll_interval: crate::gsd::client::DEFAULT_POLL_INTERVAL,
         parallel_uploads: FsOptions::DEFAULT_PARALLEL_UPLOADS,
+        renew_interval: crate::maintain::DEFAULT_RENEW_INTERVAL,
     };
     for option in given
         .iter()
@@ -146,6 +151,13 @@ fn parse_mount_options(given: &[String]) -> anyhow::Result<MountOptions> {
                 options.cache_bytes = usize::try_from(size(value)?).unwrap_or(usize::MAX)
             }
             "spool_size" => options.spool_bytes = Some(size(value)?),
+            "renew_interval" => {
+                options.renew_interval = seconds(value)?.max(Duration::from_secs(1));
+                anyhow::ensure!(
+                    options.renew_interval < Duration::from_secs(31 * 24 * 3600),
+                    "-o renew_interval: leases last 31 days, so renew more often than that"
+                );
+            }
             "uploads" => {
                 let v = value.with_context(|| format!("-o {key} needs a value"))?;
                 options.parallel_uploads = v
@@ -392,23 +404,9 @@ fn root_cap(
         return Ok(Cap::parse(root.trim())?);
     }
     let config = ConfigDir::locate(args.config_dir.as_deref())?;
-    let gsd_si = joined.source().gsd.storage_index();
-    let path = config.path().join("roots").join(format!(
-        "{}.dircap",
-        data_encoding::HEXLOWER.encode(&gsd_si)
-    ));
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let cap = Cap::parse(text.trim()).with_context(|| format!("{}", path.display()))?;
-            anyhow::ensure!(
-                cap.is_directory(),
-                "{}: not a directory cap",
-                path.display()
-            );
-            return Ok(cap);
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => bail!("{}: {e}", path.display()),
+    let path = saved_root_path(&config, joined);
+    if let Some(cap) = saved_root(&path)? {
+        return Ok(cap);
     }
     let node = runtime
         .block_on(DirectoryNode::create(
@@ -426,6 +424,40 @@ fn root_cap(
         path.display()
     ));
     Ok(node.cap().clone())
+}
+
+/// Where the root directory's writecap of the grid `joined` is kept: `CONFIG/roots/<GSD storage index>.dircap`.
+pub(super) fn saved_root_path(config: &ConfigDir, joined: &Joined) -> PathBuf {
+    let gsd_si = joined.source().gsd.storage_index();
+    config.path().join("roots").join(format!(
+        "{}.dircap",
+        data_encoding::HEXLOWER.encode(&gsd_si)
+    ))
+}
+
+/// The root directory cap saved at `path`, if there is one.
+pub(super) fn saved_root(path: &Path) -> anyhow::Result<Option<Cap>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let cap = Cap::parse(text.trim()).with_context(|| format!("{}", path.display()))?;
+            anyhow::ensure!(
+                cap.is_directory(),
+                "{}: not a directory cap",
+                path.display()
+            );
+            Ok(Some(cap))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => bail!("{}: {e}", path.display()),
+    }
+}
+
+/// Where the maintainer of `root` keeps its progress: `DATA/maintain/<root's storage index>`.
+pub(super) fn maintain_dir(data: &Path, root: &Cap) -> PathBuf {
+    data.join("maintain").join(match root.storage_index() {
+        Some(si) => data_encoding::HEXLOWER.encode(&si),
+        None => "literal".to_owned(),
+    })
 }
 
 fn run_mount(args: MountArgs, options: MountOptions, mountpoint: PathBuf) -> anyhow::Result<()> {
@@ -493,6 +525,32 @@ fn run_mount_inner(
         let joined = joined.clone();
         Arc::new(move || joined.grid())
     };
+    // The maintainer waits while the user reads and writes; it learns of the filesystem once it exists.
+    let mounted: Arc<std::sync::OnceLock<Fs>> = Arc::new(std::sync::OnceLock::new());
+    let maintainer = {
+        let mut check = CheckOptions::new(lease_secret.clone());
+        check.happy = args.shares.shares_happy.min(servers.min(255) as u16);
+        check.scratch = data.clone();
+        let mut maintain = MaintainOptions::new(check);
+        maintain.renew_interval = options.renew_interval;
+        let mounted = mounted.clone();
+        let busy: crate::maintain::BusySource = Arc::new(move || {
+            mounted
+                .get()
+                .is_some_and(|fs| fs.idle_for() < Duration::from_secs(2))
+        });
+        Maintainer::new(
+            root.clone(),
+            grid_source.clone(),
+            Some(busy),
+            maintain,
+            &maintain_dir(&data, &root),
+        )?
+    };
+    {
+        let maintainer = maintainer.clone();
+        fs_options.on_damage = Some(Arc::new(move |cap| maintainer.report_damaged(cap)));
+    }
     let announcements = {
         let joined = joined.clone();
         Arc::new(move || {
@@ -517,6 +575,8 @@ fn run_mount_inner(
         for warning in warnings {
             eprintln!("tahoe-mount: warning: {warning}");
         }
+        let _ = mounted.set(fs.clone());
+        runtime.spawn(maintainer.clone().run());
         fs
     };
     if fs.pending_count() > 0 {
@@ -559,10 +619,13 @@ fn run_mount_inner(
     let socket = control_socket(&data, mountpoint);
     serve_control(
         &socket,
-        fs.clone(),
-        joined.clone(),
-        runtime.handle().clone(),
-        unmounter.clone(),
+        Control {
+            fs: fs.clone(),
+            joined: joined.clone(),
+            maintainer: maintainer.clone(),
+            runtime: runtime.handle().clone(),
+            unmounter: unmounter.clone(),
+        },
     )?;
     {
         let unmounter = unmounter.clone();
@@ -642,14 +705,18 @@ pub(super) fn unmount_now(unmounter: &Mutex<fuser::SessionUnmounter>) -> std::io
         .unmount()
 }
 
-/// Answers `status` and `unmount` on a Unix socket (0600 in a 0700 directory).
-fn serve_control(
-    socket: &Path,
+/// What the control socket answers from: the mount's parts.
+#[derive(Clone)]
+struct Control {
     fs: Fs,
     joined: Joined,
+    maintainer: Maintainer,
     runtime: tokio::runtime::Handle,
     unmounter: Arc<Mutex<fuser::SessionUnmounter>>,
-) -> anyhow::Result<()> {
+}
+
+/// Answers `status` and `unmount` on a Unix socket (0600 in a 0700 directory).
+fn serve_control(socket: &Path, control: Control) -> anyhow::Result<()> {
     let dir = socket.parent().context("socket path")?;
     crate::config::create_private_dir(dir)?;
     if let Ok(meta) = std::fs::symlink_metadata(socket)
@@ -663,37 +730,27 @@ fn serve_control(
         .name("control".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (fs, joined, runtime, unmounter) = (
-                    fs.clone(),
-                    joined.clone(),
-                    runtime.clone(),
-                    unmounter.clone(),
-                );
+                let control = control.clone();
                 std::thread::spawn(move || {
-                    let _ = answer(stream, &fs, &joined, &runtime, &unmounter);
+                    let _ = answer(stream, &control);
                 });
             }
         })?;
     Ok(())
 }
 
-fn answer(
-    stream: UnixStream,
-    fs: &Fs,
-    joined: &Joined,
-    runtime: &tokio::runtime::Handle,
-    unmounter: &Mutex<fuser::SessionUnmounter>,
-) -> std::io::Result<()> {
+fn answer(stream: UnixStream, control: &Control) -> std::io::Result<()> {
+    let fs = &control.fs;
     let mut request = String::new();
     BufReader::new(&stream).read_line(&mut request)?;
     let mut out = &stream;
     match request.trim() {
         "status" => {
-            out.write_all(status_text(fs, joined).as_bytes())?;
+            out.write_all(status_text(control).as_bytes())?;
         }
         "unmount" => {
             let mut failed = None;
-            runtime.block_on(fs.drain(|count, bytes| {
+            control.runtime.block_on(fs.drain(|count, bytes| {
                 if count > 0
                     && let Err(e) = writeln!(
                         out,
@@ -709,7 +766,7 @@ fn answer(
             }
             // Said first: once unmounted, this process may finish and exit before another line gets out.
             writeln!(out, "unmounting")?;
-            match unmount_now(unmounter) {
+            match unmount_now(&control.unmounter) {
                 Ok(()) => {
                     // The connection stays open until this process has finished and exits: its end tells the
                     // client that the mount is gone for good (and its spool free for the next mount).
@@ -723,7 +780,8 @@ fn answer(
     Ok(())
 }
 
-fn status_text(fs: &Fs, joined: &Joined) -> String {
+fn status_text(control: &Control) -> String {
+    let (fs, joined) = (&control.fs, &control.joined);
     let mut text = String::new();
     let pending = fs.pending();
     let bytes: u64 = pending.iter().map(|p| p.bytes).sum();
@@ -754,6 +812,10 @@ fn status_text(fs: &Fs, joined: &Joined) -> String {
         a.upload_failures,
         a.publish_failures
     ));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    text.push_str(&control.maintainer.status().describe(now));
     let view = joined.view();
     text.push_str(&format!(
         "servers: {} (grid service directory version {})\n",
