@@ -403,7 +403,7 @@ async fn check_mutable(
         MutableOptions::new(options.lease_secret.bytes().to_vec()),
     );
     let happy = u8::try_from(options.happy).unwrap_or(u8::MAX);
-    let outcome = file.repair(happy).await;
+    let outcome = file.repair(happy, None).await;
     let after = checker(grid, &keys, false, None, options.timeout).await?;
     let post = Health::of_mutable(grid, &after, options.happy);
     result.repair = Some(match outcome {

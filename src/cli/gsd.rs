@@ -138,6 +138,14 @@ pub(super) fn list_grid_servers(joined: &Joined, options: &GbsOptions) -> anyhow
 /// The operator's commands.
 #[derive(clap::Subcommand, Debug)]
 pub(super) enum GsdCommand {
+    /// Keep the GSD alive: renew our leases on it and on every announcement it links, and put a full copy
+    /// (1-of-N) back on every enrolled server that lacks one. Run it from a timer, weekly.
+    Repair {
+        #[command(flatten)]
+        state: StateArg,
+        #[command(flatten)]
+        config: super::ConfigArgs,
+    },
     /// Create an empty GSD with a share on each server, save its writecap in the state file (0600) and print its
     /// readcap.
     Create {
@@ -309,6 +317,46 @@ pub(super) fn run(command: GsdCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        GsdCommand::Repair { state, config } => {
+            let operator_state = OperatorState::load(&state.state)?;
+            let options = write_options(config.config_dir.as_deref())?;
+            let report = runtime()?
+                .block_on(operator::repair(&operator_state, connector(), options))
+                .context("cannot repair the GSD")?;
+            let before = &report.before.pre;
+            println!(
+                "GSD before: {} ({} shares of {} on {} servers)",
+                before.summary(),
+                before.shares.len(),
+                before.total,
+                before.happiness
+            );
+            match report.republished {
+                Some(seqnum) => println!(
+                    "GSD republished as version {seqnum}, one full copy on each of {} servers",
+                    report.servers
+                ),
+                None => println!("GSD already had a full copy on every server"),
+            }
+            for u in &report.unreachable {
+                warn(&format!(
+                    "{u}: it has no copy of the GSD until a later repair reaches it"
+                ));
+            }
+            let walk = &report.walk;
+            println!(
+                "leases renewed: {} on the GSD and its {} announcements ({} unhealthy: only their servers can                  repair them, with `tahoe-mount announce`)",
+                walk.leases.renewed,
+                walk.objects.saturating_sub(1),
+                walk.post_unhealthy
+            );
+            anyhow::ensure!(
+                report.unreachable.is_empty(),
+                "{} servers did not answer",
+                report.unreachable.len()
+            );
+            Ok(())
+        }
         GsdCommand::Invite { state } => {
             let operator_state = OperatorState::load(&state.state)?;
             println!("{}", operator_state.invitation().to_json());
@@ -358,8 +406,8 @@ pub(super) fn announce(
             report.servers
         ),
         (false, None) => eprintln!(
-            "tahoe-mount: the announcement is current on every reachable server ({})",
-            report.servers
+            "tahoe-mount: the announcement is current on every reachable server ({}); lease renewed on {}",
+            report.servers, report.leases_renewed
         ),
     }
     println!("{}", Cap::File(FileCap::Mutable(report.readcap)));

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 mod check;
 mod directories;
 mod gsd;
+mod maintain;
 mod mount;
 mod transfer;
 
@@ -206,6 +207,9 @@ enum Command {
         /// A directory cap, or DIRCAP/path.
         target: String,
     },
+    /// Keep a tree alive without a mount: renew every lease below the root and repair what is unhealthy, once
+    /// (`--once`, for a timer) or every --renew-interval. Progress is kept, so an interrupted pass resumes.
+    Maintain(maintain::MaintainArgs),
     /// Unlink DIRCAP/path (the file or directory itself stays on the grid until its leases expire).
     Rm {
         #[command(flatten)]
@@ -377,6 +381,7 @@ pub fn run() -> ExitCode {
             concurrency,
             &target,
         ),
+        Command::Maintain(args) => maintain::maintain(&args),
         Command::Gsd { command } => gsd::run(command),
         Command::Announce {
             node_dir,

@@ -16,13 +16,13 @@ use anyhow::{Context, bail};
 use super::gsd::{Joined, join_on};
 use super::human_bytes;
 use crate::cap::{Cap, MutableFormat};
+use crate::check::CheckOptions;
 use crate::config::{ConfigDir, write_private_file};
 use crate::crypto::rsa::KeyPool;
 use crate::dirnode::{Directory, DirectoryNode};
-use crate::check::CheckOptions;
 use crate::fs::{Fs, FsOptions};
-use crate::maintain::{MaintainOptions, Maintainer};
 use crate::immutable::upload::UploadOptions;
+use crate::maintain::{MaintainOptions, Maintainer};
 use crate::mutable::{MutableOptions, MutableParams};
 
 /// Where the spool, the journal and the control sockets live when nothing else says.
@@ -177,7 +177,7 @@ fn parse_mount_options(given: &[String]) -> anyhow::Result<MountOptions> {
 
 /// The data directory: `--data-dir`, `$TAHOE_MOUNT_DATA_DIR`, `$XDG_DATA_HOME/tahoe-mount`, or
 /// `~/.local/share/tahoe-mount`.
-fn data_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(super) fn data_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(dir) = explicit {
         return Ok(dir.to_owned());
     }

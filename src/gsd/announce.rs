@@ -43,6 +43,9 @@ pub struct AnnounceReport {
     pub published: Option<u64>,
     /// Servers the GSA was published to (or found complete on).
     pub servers: usize,
+    /// Servers where our lease on the GSA was renewed without a publish (a publish renews by itself): storage
+    /// servers that expire leases would otherwise drop an announcement that never changes.
+    pub leases_renewed: usize,
     pub warnings: Vec<String>,
 }
 
@@ -133,11 +136,12 @@ pub async fn announce(
             created: true,
             published: Some(1),
             servers: grid.len(),
+            leases_renewed: 0,
             warnings,
         });
     };
 
-    let file = MutableFile::open(grid.clone(), writecap, options);
+    let file = MutableFile::open(grid.clone(), writecap, options.clone());
     let map = file.servermap().await?;
     let current = file.read_from(&map).await.map_err(|e| match e {
         MutableError::NotFound(_) => AnnounceError::Refused(format!(
@@ -170,17 +174,40 @@ pub async fn announce(
         .map(|r| r.server)
         .collect();
     let missing = map.reachable.iter().any(|s| !holders.contains(s));
+    let lease_secret = options.lease_secret.clone();
+    let timeout = options.timeout;
     let published = if bytes != current.contents || missing || current.params.total != params.total
     {
         Some(file.overwrite(&bytes, Some(params)).await?)
     } else {
         None
     };
+    let mut leases_renewed = 0;
+    if published.is_none() {
+        let holding: Vec<usize> = map
+            .known_locations()
+            .into_iter()
+            .map(|(server, _)| server)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let si = crate::storage::StorageIndex(writecap.storage_index());
+        let renewals =
+            crate::grid::census::renew_leases(&grid, si, &lease_secret, &holding, timeout).await;
+        leases_renewed = renewals.tally.renewed;
+        warnings.extend(
+            renewals
+                .failed
+                .values()
+                .map(|why| format!("lease renewal: {why}")),
+        );
+    }
     Ok(AnnounceReport {
         readcap: writecap.readonly(),
         created: false,
         published,
         servers: grid.len(),
+        leases_renewed,
         warnings,
     })
 }

@@ -369,3 +369,62 @@ pub async fn remove(
     };
     publish_change(state, &servers, change, &*connector, options, warnings).await
 }
+
+/// What `gsd repair` found and did.
+#[derive(Debug)]
+pub struct RepairReport {
+    /// The GSD's health before: its shares, and whether they were on every enrolled server.
+    pub before: crate::check::CheckResult,
+    /// The version published by the repair, if one was needed.
+    pub republished: Option<u64>,
+    /// The GSD and the announcements it links: objects checked, leases renewed (each on every server holding it).
+    pub walk: crate::check::deep::DeepSummary,
+    pub servers: usize,
+    pub unreachable: Vec<String>,
+}
+
+/// Keeps the GSD alive: renews our lease on it and on every announcement it links, and republishes it 1-of-N with
+/// a share on every enrolled (and bootstrap) server when any lacks one, or when N no longer matches the grid.
+/// Announcements themselves can only be repaired by their servers (`announce` holds their writecaps).
+pub async fn repair(
+    state: &OperatorState,
+    connector: Arc<dyn Connector>,
+    options: MutableOptions,
+) -> Result<RepairReport, OperatorError> {
+    use crate::check::deep::{Walk, deep_check};
+    use crate::check::{CheckOptions, check};
+    let (client, _) = current(state, connector.clone(), options.clone()).await?;
+    let enrolled = client.view().server_infos();
+    let grid = connect_all(publish_servers(state, &enrolled).into_iter(), &*connector)?;
+    let (params, unreachable) = one_share_each(&grid).await?;
+    let cap = Cap::Directory(FileCap::Mutable(state.gsd));
+    let mut check_options =
+        CheckOptions::new(crate::config::Secret::new(options.lease_secret.clone()));
+    check_options.happy = u16::from(params.happy);
+    check_options.timeout = options.timeout;
+    let before = check(&grid, &cap, &check_options)
+        .await
+        .map_err(|e| OperatorError::Refused(e.to_string()))?;
+    let republished = if !before.pre.healthy || before.pre.total != u16::from(params.total) {
+        let file = MutableFile::open(grid.clone(), state.gsd, options);
+        Some(file.repair(params.happy, Some(params)).await?)
+    } else {
+        None
+    };
+    check_options.add_lease = true;
+    let walk = deep_check(
+        &grid,
+        cap,
+        &check_options,
+        &Walk::with_concurrency(4),
+        |_, _| {},
+    )
+    .await;
+    Ok(RepairReport {
+        before,
+        republished,
+        walk,
+        servers: grid.len(),
+        unreachable,
+    })
+}

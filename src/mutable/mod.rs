@@ -397,8 +397,13 @@ impl MutableFile {
     /// Repairs the file (`allmydata/mutable/repairer.py`): publishes the best recoverable version's contents again
     /// as a new version, with every share placed and at least `happy` servers holding shares. As in Tahoe, this
     /// bumps the sequence number once; shares of older versions are overwritten. Refuses when a newer version
-    /// exists that cannot be read, since publishing over it would lose it. Returns the new seqnum.
-    pub async fn repair(&self, happy: u8) -> Result<u64, MutableError> {
+    /// exists that cannot be read, since publishing over it would lose it. `params`, if given, is the encoding
+    /// to publish with (the grid service directory grows N with the grid). Returns the new seqnum.
+    pub async fn repair(
+        &self,
+        happy: u8,
+        params: Option<MutableParams>,
+    ) -> Result<u64, MutableError> {
         if self.keys.writekey.is_none() {
             return Err(MutableError::ReadOnly(
                 "repairing a mutable file needs its writecap".into(),
@@ -412,10 +417,10 @@ impl MutableFile {
             )));
         }
         let current = self.read_from(&map).await?;
-        let params = MutableParams {
+        let params = params.unwrap_or(MutableParams {
             happy: happy.min(current.params.total),
             ..current.params
-        };
+        });
         let signing_key = self
             .signing_key
             .get_or_try_init(|| self.find_signing_key(&map))

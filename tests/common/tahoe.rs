@@ -298,7 +298,18 @@ impl TahoeMount {
         cmd.arg(command)
             .arg("--servers-file")
             .arg(&self.servers_file);
-        if ["put", "mkdir", "ln", "mv", "rm", "check", "deep-check"].contains(&command) {
+        if [
+            "put",
+            "mkdir",
+            "ln",
+            "mv",
+            "rm",
+            "check",
+            "deep-check",
+            "maintain",
+        ]
+        .contains(&command)
+        {
             cmd.arg("--config-dir").arg(self.config.path());
         }
         cmd.args(args);
