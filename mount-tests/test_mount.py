@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -643,6 +644,80 @@ def t_cli(c):
         ml.fusermount_u(mp)
         raise TestError(f"mount of a bad invitation: exit {p.returncode}, output {(p.out + p.err)!r}")
     log(f"a bad invitation: exit {p.returncode}: {(p.out + p.err).strip().splitlines()[-1][:200]}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# h. the maintainer: servers leave the grid, and the tree is healthy again with no user action
+
+
+def wait_status(m, predicate, what, timeout):
+    """Polls `tahoe-mount status` until predicate(text) holds; returns the text."""
+    t0 = time.monotonic()
+    while True:
+        text = m.status()
+        if predicate(text):
+            return text
+        if time.monotonic() - t0 > timeout:
+            raise TestError(f"status never showed {what} within {timeout} s:\n{text}")
+        time.sleep(1)
+
+
+@test("maintain", 1800, 900)
+def t_maintain(c):
+    g = c.grid
+    if c.fake:
+        c.skip("the maintainer needs the real mount")
+        return
+    state = os.path.join(g.dir, "gsd.json")
+    removed = []
+    try:
+        with c.mount("maintain", options=["renew_interval=86400", "poll_interval=2"]) as m:
+            rng = random.Random(c.a.seed + 7)
+            os.makedirs(os.path.join(m.path, "docs", "old"))
+            written = {}
+            for i in range(24):
+                sub = ["", "docs", os.path.join("docs", "old")][i % 3]
+                path = os.path.join(m.path, sub, f"file{i}.bin")
+                written[path] = ml.random_bytes(rng, 3000 + 997 * i)
+                ml.write_file(path, written[path], fsync=True)
+            # Everything is on the grid and the first pass (at mount time) has renewed it.
+            text = wait_status(m, lambda t: "last pass: finished" in t and "pass under way" not in t
+                               and ml.pending_changes(t) == 0, "a finished first pass", 300)
+            log("first pass: " + [line for line in text.splitlines() if "last pass" in line][0].strip())
+            # Two servers die and the operator removes them from the grid service directory.
+            removed = [3, 4]
+            g.stop_nodes(*removed)
+            for i in removed:
+                ml.run([g.bin, "gsd", "remove", "--state", state, "--config-dir", g.operator_config,
+                        f"storage{i}"], env=g.env())
+            t0 = time.monotonic()
+            text = wait_status(m, lambda t: "last pass: finished" in t and "(servers left the grid)" in t
+                               and "pass under way" not in t, "a pass after the servers left", 600)
+            line = [x for x in text.splitlines() if "last pass" in x][0].strip()
+            log(f"after gsd remove of storage3 and storage4: {line} ({time.monotonic() - t0:.1f} s)")
+            repaired = re.search(r"(\d+) repaired", line)
+            if not repaired or int(repaired.group(1)) == 0:
+                raise TestError(f"the pass after the servers left repaired nothing: {line}")
+            roots = os.path.join(m.config_dir, "roots")
+            root = open(os.path.join(roots, os.listdir(roots)[0])).read().strip()
+            p = ml.run([g.bin, "deep-check", "--grid", "@" + g.invitation, "--grid-max-age", "0",
+                        "--shares-happy", str(g.happy), root], env=g.env(), check=False, input=None)
+            if p.returncode != 0:
+                raise TestError(f"deep-check on the remaining servers after the maintainer's repair: exit "
+                                f"{p.returncode}\n{p.out}\n{p.err}")
+            log("deep-check on the three remaining servers: " + p.out.strip().splitlines()[0])
+            for path, data in written.items():
+                if ml.read_file(path) != data:
+                    raise TestError(f"{path} reads back different after the repair")
+    finally:
+        # Bring the grid back whole for whatever runs next.
+        g.start_nodes()
+        for i in removed:
+            marker = os.path.join(g.servers()[i]["basedir"], "gsd-enrolled")
+            if os.path.exists(marker):
+                os.remove(marker)
+        if removed:
+            g.make_gsd()
 
 
 # ---------------------------------------------------------------------------------------------------------------
