@@ -174,6 +174,72 @@ impl World {
 }
 
 #[test]
+fn gsd_repair_puts_a_full_copy_back_and_renews_every_lease() {
+    let rt = runtime();
+    rt.block_on(async {
+        let mut world = World::new(4, 1).await;
+        for i in 0..4 {
+            world.announce(i, &format!("node{i}")).await;
+            world.enroll(i).await;
+        }
+        let gsd_si = tahoe_mount::storage::StorageIndex(world.state.gsd.storage_index());
+        // One server loses its copy of the GSD; time passes on every server.
+        for share in world.servers[2].stored_shares(gsd_si) {
+            assert!(world.servers[2].delete_share(gsd_si, share));
+        }
+        for server in &world.servers {
+            server.advance_clock(20 * 86400);
+        }
+        let report = operator::repair(&world.state, world.connector.clone(), options())
+            .await
+            .unwrap();
+        assert!(!report.before.pre.healthy, "{:?}", report.before.pre);
+        assert!(report.republished.is_some());
+        assert!(report.unreachable.is_empty());
+        assert_eq!(report.walk.objects, 5, "the GSD and four announcements");
+        assert_eq!(report.walk.post_unhealthy, 0, "{:?}", report.walk);
+        for server in &world.servers {
+            let shares = server.stored_shares(gsd_si);
+            assert_eq!(
+                shares.len(),
+                1,
+                "{}: one full copy each",
+                server.config().name
+            );
+            let share = *shares.iter().next().unwrap();
+            let expiries = server.lease_expiries(gsd_si, share).unwrap();
+            assert!(expiries.iter().all(|&e| e > 20 * 86400), "{expiries:?}");
+        }
+        // An announcement that has not changed is not republished, but its lease is renewed. (The first announce
+        // spreads it over the servers enrolled since it was made.)
+        world.announce(1, "node1").await;
+        for server in &world.servers {
+            server.advance_clock(20 * 86400);
+        }
+        let gsa_si = tahoe_mount::storage::StorageIndex(world.gsas[&1].storage_index());
+        let again = announce(
+            &server_id_of("mem1"),
+            ann_of("mem1", "node1", &world.nurls[1]),
+            &world.source(),
+            &world.dir.0.join("gsa-1.writecap"),
+            world.connector.clone(),
+            options(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again.published, None);
+        assert_eq!(again.leases_renewed, 4);
+        let share = *world.servers[0]
+            .stored_shares(gsa_si)
+            .iter()
+            .next()
+            .unwrap();
+        let expiries = world.servers[0].lease_expiries(gsa_si, share).unwrap();
+        assert!(expiries.iter().all(|&e| e > 40 * 86400), "{expiries:?}");
+    });
+}
+
+#[test]
 fn a_fresh_client_finds_every_server_and_a_cached_one_needs_no_bootstrap_server() {
     let rt = runtime();
     rt.block_on(async {
