@@ -183,6 +183,26 @@ pub struct RepairOutcome {
     pub message: String,
 }
 
+impl RepairOutcome {
+    /// A repair that did `done` (or failed with why), judged by the check after it.
+    fn after(done: Result<String, String>, post: &Health) -> RepairOutcome {
+        match done {
+            Ok(what) => RepairOutcome {
+                successful: post.healthy,
+                message: if post.healthy {
+                    what
+                } else {
+                    format!("{what}; still not healthy")
+                },
+            },
+            Err(why) => RepairOutcome {
+                successful: false,
+                message: why,
+            },
+        }
+    }
+}
+
 /// Everything a check of one object found and did.
 #[derive(Debug, Clone)]
 pub struct CheckResult {
@@ -341,24 +361,9 @@ async fn check_chk(
     let outcome = repairer::repair(grid, cap, &census, &upload, &options.scratch).await;
     let after = checker::census(grid, storage_index, total, options.timeout).await;
     let post = Health::judge(grid, &after, needed, total, options.happy);
-    result.repair = Some(match outcome {
-        Ok(uploaded) => RepairOutcome {
-            successful: post.healthy,
-            message: format!(
-                "shares placed with happiness {}{}",
-                uploaded.happiness,
-                if post.healthy {
-                    ""
-                } else {
-                    "; still not healthy"
-                }
-            ),
-        },
-        Err(e) => RepairOutcome {
-            successful: false,
-            message: e.to_string(),
-        },
-    });
+    let done =
+        outcome.map(|uploaded| format!("shares placed with happiness {}", uploaded.happiness));
+    result.repair = Some(RepairOutcome::after(done.map_err(|e| e.to_string()), &post));
     result.post = Some(post);
     result
 }
@@ -406,23 +411,8 @@ async fn check_mutable(
     let outcome = file.repair(happy, None).await;
     let after = checker(grid, &keys, false, None, options.timeout).await?;
     let post = Health::of_mutable(grid, &after, options.happy);
-    result.repair = Some(match outcome {
-        Ok(seqnum) => RepairOutcome {
-            successful: post.healthy,
-            message: format!(
-                "published again as version {seqnum}{}",
-                if post.healthy {
-                    ""
-                } else {
-                    "; still not healthy"
-                }
-            ),
-        },
-        Err(e) => RepairOutcome {
-            successful: false,
-            message: e.to_string(),
-        },
-    });
+    let done = outcome.map(|seqnum| format!("published again as version {seqnum}"));
+    result.repair = Some(RepairOutcome::after(done.map_err(|e| e.to_string()), &post));
     result.post = Some(post);
     Ok(result)
 }

@@ -184,13 +184,7 @@ pub async fn announce(
     };
     let mut leases_renewed = 0;
     if published.is_none() {
-        let holding: Vec<usize> = map
-            .known_locations()
-            .into_iter()
-            .map(|(server, _)| server)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let holding = map.holding_servers();
         let si = crate::storage::StorageIndex(writecap.storage_index());
         let renewals =
             crate::grid::census::renew_leases(&grid, si, &lease_secret, &holding, timeout).await;

@@ -106,13 +106,7 @@ pub async fn check(
         verify_records(grid, keys, records, &mut census, timeout).await;
     }
     if let Some(secret) = lease_secret {
-        let servers: Vec<usize> = map
-            .known_locations()
-            .into_iter()
-            .map(|(server, _)| server)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let servers = map.holding_servers();
         let renewals = renew_leases(grid, keys.storage_index, secret, &servers, timeout).await;
         census.take_renewals(renewals);
     }

@@ -101,6 +101,16 @@ impl ServerMap {
             .collect()
     }
 
+    /// Every server known to hold some share of this file, good or bad, any version.
+    pub fn holding_servers(&self) -> Vec<usize> {
+        let servers: BTreeSet<usize> = self
+            .known_locations()
+            .into_iter()
+            .map(|(server, _)| server)
+            .collect();
+        servers.into_iter().collect()
+    }
+
     /// The checkstring currently at (server, share), if known.
     pub fn checkstring_at(&self, server: usize, share: ShareNumber) -> Option<Vec<u8>> {
         self.shares
