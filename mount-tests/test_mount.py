@@ -671,7 +671,7 @@ def t_maintain(c):
     state = os.path.join(g.dir, "gsd.json")
     removed = []
     try:
-        with c.mount("maintain", options=["renew_interval=86400", "poll_interval=2"]) as m:
+        with c.mount("maintain", options=["renew_interval=86400", "poll_interval=2", "maintain_delay=0"]) as m:
             rng = random.Random(c.a.seed + 7)
             os.makedirs(os.path.join(m.path, "docs", "old"))
             written = {}

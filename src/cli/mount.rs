@@ -50,7 +50,8 @@ pub(super) struct MountArgs {
     #[arg(short, long)]
     foreground: bool,
     /// Mount options, comma-separated: ro, allow_other, dir_ttl=SECONDS, cache_size=BYTES, spool_size=BYTES,
-    /// poll_interval=SECONDS, uploads=N, renew_interval=SECONDS (sizes take K, M, G suffixes).
+    /// poll_interval=SECONDS, uploads=N, renew_interval=SECONDS, maintain_delay=SECONDS (sizes take K, M, G
+    /// suffixes).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// The configuration directory (secrets and root writecaps; default: $TAHOE_MOUNT_CONFIG_DIR,
@@ -80,6 +81,8 @@ struct MountOptions {
     parallel_uploads: usize,
     /// Time between the maintainer's passes (lease renewal, check and repair of the whole tree).
     renew_interval: Duration,
+    /// How long after mounting the maintainer may start.
+    maintain_delay: Duration,
 }
 
 fn parse_size(text: &str) -> anyhow::Result<u64> {
@@ -116,6 +119,7 @@ fn parse_mount_options(given: &[String]) -> anyhow::Result<MountOptions> {
         poll_interval: crate::gsd::client::DEFAULT_POLL_INTERVAL,
         parallel_uploads: FsOptions::DEFAULT_PARALLEL_UPLOADS,
         renew_interval: crate::maintain::DEFAULT_RENEW_INTERVAL,
+        maintain_delay: crate::maintain::DEFAULT_START_DELAY,
     };
     for option in given
         .iter()
@@ -151,6 +155,7 @@ fn parse_mount_options(given: &[String]) -> anyhow::Result<MountOptions> {
                 options.cache_bytes = usize::try_from(size(value)?).unwrap_or(usize::MAX)
             }
             "spool_size" => options.spool_bytes = Some(size(value)?),
+            "maintain_delay" => options.maintain_delay = seconds(value)?,
             "renew_interval" => {
                 options.renew_interval = seconds(value)?.max(Duration::from_secs(1));
                 anyhow::ensure!(
@@ -533,6 +538,7 @@ fn run_mount_inner(
         check.scratch = data.clone();
         let mut maintain = MaintainOptions::new(check);
         maintain.renew_interval = options.renew_interval;
+        maintain.start_delay = options.maintain_delay;
         let mounted = mounted.clone();
         let busy: crate::maintain::BusySource = Arc::new(move || {
             mounted

@@ -946,6 +946,7 @@ impl Fs {
 
     /// The entry `name` in directory `parent`.
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        self.note_io();
         let name = check_name(name)?;
         self.refresh_dir(parent, false).await?;
         let ino = {
@@ -958,6 +959,7 @@ impl Fs {
 
     /// Every entry of a directory, with `.` and `..`, and the attributes of each (for readdirplus).
     pub async fn list(&self, ino: u64) -> FsResult<Vec<(DirEntry, Attr)>> {
+        self.note_io();
         self.refresh_dir(ino, false).await?;
         let state = self.state();
         let inode = state.inodes.get(&ino).ok_or(FsError::NotFound)?;
@@ -1439,7 +1441,7 @@ impl Fs {
         }
     }
 
-    /// How long since the user last read or wrote through the mount.
+    /// How long since the user last read, wrote, looked up or listed through the mount.
     pub fn idle_for(&self) -> Duration {
         let last = self
             .inner

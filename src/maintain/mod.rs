@@ -29,6 +29,9 @@ use crate::grid::client::Grid;
 /// How often the tree is renewed, by default: a week, a quarter of the 31-day lease.
 pub const DEFAULT_RENEW_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How long a mount waits before its first pass, by default.
+pub const DEFAULT_START_DELAY: Duration = Duration::from_secs(60);
+
 /// How often the maintainer looks at the grid's server list for servers that left.
 const GRID_WATCH: Duration = Duration::from_secs(5);
 
@@ -41,6 +44,8 @@ pub struct MaintainOptions {
     pub renew_interval: Duration,
     /// Objects checked at once: few, so the user's own requests go first.
     pub concurrency: usize,
+    /// How long after starting the first pass may begin: a mount is busiest just after it is mounted.
+    pub start_delay: Duration,
 }
 
 impl MaintainOptions {
@@ -49,6 +54,7 @@ impl MaintainOptions {
             check,
             renew_interval: DEFAULT_RENEW_INTERVAL,
             concurrency: 2,
+            start_delay: DEFAULT_START_DELAY,
         }
     }
 }
@@ -283,6 +289,7 @@ impl Maintainer {
     /// Runs for ever: passes when due, at once when servers leave, damaged objects as they are reported.
     pub async fn run(self) {
         let mut known_servers = server_ids(&(self.inner.grid)());
+        tokio::time::sleep(self.inner.options.start_delay).await;
         let mut servers_left = false;
         loop {
             self.check_suspects().await;
