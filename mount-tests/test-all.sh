@@ -23,6 +23,7 @@ TAHOE_MOUNT_BENCH_QUICK=1 cargo bench --quiet --bench directories
 TAHOE_MOUNT_BENCH_QUICK=1 cargo bench --quiet --bench gsd
 # cargo bench has built the release binary; this starts a grid of its own and stops it.
 "$TAHOE_MOUNT_PYTHON" benches/immutable.py --quick --bin "${CARGO_TARGET_DIR:-target}/release/tahoe-mount"
+"$TAHOE_MOUNT_PYTHON" benches/check.py --quick --bin "${CARGO_TARGET_DIR:-target}/release/tahoe-mount"
 echo "== the mount: real FUSE on a real tahoe-lafs grid (cp -a, tar, rsync, restic, kill -9, servers stopped, fsx)"
 "$TAHOE_MOUNT_PYTHON" mount-tests/test_mount.py --quick --bin "${CARGO_TARGET_DIR:-target}/release/tahoe-mount"
 "$TAHOE_MOUNT_PYTHON" benches/mount.py --quick --bin "${CARGO_TARGET_DIR:-target}/release/tahoe-mount"
