@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::link;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use tahoe_mount::cap::{Cap, FileCap, MutableFormat};
 use tahoe_mount::check::deep::{Walk, deep_check};
 use tahoe_mount::check::{CheckOptions, check};
 use tahoe_mount::config::Secret;
-use tahoe_mount::dirnode::{Change, Child, Directory, DirectoryNode, Replace};
+use tahoe_mount::dirnode::{Directory, DirectoryNode};
 use tahoe_mount::grid::client::Grid;
 use tahoe_mount::immutable::download::{ChkReader, DownloadOptions};
 use tahoe_mount::immutable::params::EncodingParams;
@@ -471,13 +473,4 @@ fn deep_check_visits_each_object_once_and_repairs_the_tree() {
         .await;
         assert_eq!(summary.healthy, 9, "{summary:?}");
     });
-}
-
-fn link(name: &str, cap: &Cap) -> Change {
-    Change::Link {
-        name: name.into(),
-        child: Child::from_cap(cap).unwrap(),
-        metadata: None,
-        replace: Replace::Always,
-    }
 }

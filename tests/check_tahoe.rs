@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::link;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -23,7 +25,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tahoe_mount::cap::{Cap, FileCap};
 use tahoe_mount::config::Secret;
-use tahoe_mount::dirnode::{Change, Child, Directory, DirectoryNode, Replace};
+use tahoe_mount::dirnode::{Change, Directory, DirectoryNode};
 use tahoe_mount::grid::client::Grid;
 use tahoe_mount::immutable::upload::{UploadOptions, upload_file};
 use tahoe_mount::mutable::{MutableFile, MutableOptions, MutableParams};
@@ -360,15 +362,6 @@ fn build_tree(library: &Grid) -> (Cap, Vec<(String, Vec<u8>)>) {
         }
     }
     (root.cap().clone(), files)
-}
-
-fn link(name: &str, cap: &Cap) -> Change {
-    Change::Link {
-        name: name.into(),
-        child: Child::from_cap(cap).unwrap(),
-        metadata: None,
-        replace: Replace::Always,
-    }
 }
 
 /// Storage indexes our `deep-check --json` calls unhealthy, and how many objects it checked.

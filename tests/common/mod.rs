@@ -97,6 +97,16 @@ pub fn temp_file(data: &[u8]) -> std::sync::Arc<std::fs::File> {
     std::sync::Arc::new(file)
 }
 
+/// A directory change that links `cap` as `name`, replacing what is there.
+pub fn link(name: &str, cap: &tahoe_mount::cap::Cap) -> tahoe_mount::dirnode::Change {
+    tahoe_mount::dirnode::Change::Link {
+        name: name.into(),
+        child: tahoe_mount::dirnode::Child::from_cap(cap).unwrap(),
+        metadata: None,
+        replace: tahoe_mount::dirnode::Replace::Always,
+    }
+}
+
 /// A tokio runtime for a test: two worker threads, like the machine CI runs on.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
