@@ -41,6 +41,9 @@ const MAX_PRIVATE_KEY: u64 = 8192;
 const MAX_SHARE_HASH_CHAIN: u64 = (2 + HASH_SIZE as u64) * 64;
 /// Tahoe's own `MAX_MUTABLE_SHARE_SIZE` is absurdly large; we refuse shares over 64 GiB.
 pub const MAX_SHARE_SIZE: u64 = 64 << 30;
+/// Tahoe writes MDMF in segments of 128 KiB (`DEFAULT_MAX_SEGMENT_SIZE`), so this many hold 512 GiB; a header
+/// claiming more (1-byte segments, say) is refused before anything is sized by it.
+pub const MAX_SEGMENTS: u64 = 1 << 22;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum LayoutError {
@@ -139,14 +142,17 @@ impl SignedPrefix {
         self.segment_len(segnum).div_ceil(u64::from(self.needed))
     }
 
-    /// The length of the share data region.
+    /// The length of the share data region, computed without visiting segments: every segment but the last
+    /// is a full one, whose block is `segment_size / k` bytes (a hostile header may claim 2^36 segments).
     pub fn share_data_len(&self) -> u64 {
-        let blocks: u64 = (0..self.num_segments())
-            .map(|s| self.segment_block_size(s))
-            .sum();
+        let segments = self.num_segments();
+        if segments == 0 {
+            return 0;
+        }
+        let blocks = (segments - 1) * self.block_size() + self.segment_block_size(segments - 1);
         match self.format {
             MutableFormat::Sdmf => blocks,
-            MutableFormat::Mdmf => blocks + SALT_SIZE as u64 * self.num_segments(),
+            MutableFormat::Mdmf => blocks + SALT_SIZE as u64 * segments,
         }
     }
 
@@ -179,6 +185,13 @@ impl SignedPrefix {
         }
         if self.data_length > MAX_SHARE_SIZE * k {
             return bad(format!("data length {} is too large", self.data_length));
+        }
+        if self.num_segments() > MAX_SEGMENTS {
+            return bad(format!(
+                "{} segments of {} bytes (over the {MAX_SEGMENTS}-segment limit)",
+                self.num_segments(),
+                self.segment_size
+            ));
         }
         match self.format {
             MutableFormat::Sdmf => {
@@ -617,5 +630,44 @@ mod tests {
         assert!(matches!(parse_header(&bad), Err(LayoutError::Offsets(_))));
         assert!(parse_share_hash_chain(&[0; 33]).is_err());
         assert!(parse_block_hash_tree(&[0; 31]).is_err());
+    }
+
+    /// An unsigned header claiming k = 1, 1-byte segments and 2^36 bytes once cost minutes of CPU (a loop over
+    /// every segment to size the share data); it must be refused at once.
+    #[test]
+    fn a_header_claiming_billions_of_segments_costs_no_time() {
+        let p = prefix(MutableFormat::Mdmf, 1000, 3);
+        let chain = BTreeMap::new();
+        let data = vec![0u8; p.share_data_len() as usize];
+        let body = ShareBody {
+            verification_key: &[1; 10],
+            signature: &[2; 10],
+            share_hash_chain: &chain,
+            block_hash_tree: &[],
+            share_data: &data,
+            enc_privkey: &[],
+        };
+        let mut share = pack_share(&p, &body).unwrap();
+        share[41] = 1; // k
+        share[43..51].copy_from_slice(&1u64.to_be_bytes()); // segment size
+        share[51..59].copy_from_slice(&(1u64 << 36).to_be_bytes()); // data length
+        let started = std::time::Instant::now();
+        let parsed = parse_header(&share);
+        assert!(
+            matches!(parsed, Err(LayoutError::Parameters(_))),
+            "{parsed:?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Sizes are arithmetic: a legitimately large MDMF file is sized without a loop too.
+        let big = SignedPrefix {
+            segment_size: 131_073, // 3 × 43 691, with a short last segment
+            data_length: 1 << 38,
+            ..prefix(MutableFormat::Mdmf, 0, 3)
+        };
+        let started = std::time::Instant::now();
+        let segments = big.num_segments();
+        let walked: u64 = (0..segments).map(|s| big.segment_block_size(s)).sum();
+        assert_eq!(big.share_data_len(), walked + 16 * segments);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }

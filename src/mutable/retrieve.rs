@@ -88,9 +88,24 @@ async fn fetch_and_verify(
         read(regions.share_data.clone()),
     )
     .map_err(|e| (false, e.to_string()))?;
+    // Hashing every block of a big MDMF file takes a while: off the runtime's threads, so timeouts keep working.
+    let (prefix, share) = (prefix.clone(), record.share);
+    tokio::task::spawn_blocking(move || verify_blocks(&prefix, share, &chain, &tree, &data))
+        .await
+        .map_err(|e| (false, format!("the verifying task failed: {e}")))?
+}
+
+/// Checks a share's block hash tree, its chain up to the signed root hash, and every block; returns the blocks.
+fn verify_blocks(
+    prefix: &SignedPrefix,
+    share: ShareNumber,
+    chain: &[u8],
+    tree: &[u8],
+    data: &Bytes,
+) -> Result<VerifiedShare, (bool, String)> {
     let corrupt = |why: String| (true, why);
-    let chain = layout::parse_share_hash_chain(&chain).map_err(|e| corrupt(e.to_string()))?;
-    let tree = layout::parse_block_hash_tree(&tree).map_err(|e| corrupt(e.to_string()))?;
+    let chain = layout::parse_share_hash_chain(chain).map_err(|e| corrupt(e.to_string()))?;
+    let tree = layout::parse_block_hash_tree(tree).map_err(|e| corrupt(e.to_string()))?;
     let segments = prefix.num_segments() as usize;
     // The stored tree must be exactly the complete tree over its leaves (padding leaves included).
     let shape = HashTree::new(&vec![[0u8; 32]; segments]);
@@ -111,7 +126,7 @@ async fn fetch_and_verify(
     share_tree
         .set_hashes(&root, &BTreeMap::new())
         .map_err(|e| corrupt(e.to_string()))?;
-    let leaf: BTreeMap<usize, Hash> = [(usize::from(record.share), tree[0])].into();
+    let leaf: BTreeMap<usize, Hash> = [(usize::from(share), tree[0])].into();
     share_tree
         .set_hashes(&chain, &leaf)
         .map_err(|e| corrupt(format!("share hash chain: {e}")))?;
@@ -124,10 +139,7 @@ async fn fetch_and_verify(
         }
         blocks.push(block);
     }
-    Ok(VerifiedShare {
-        share: record.share,
-        blocks,
-    })
+    Ok(VerifiedShare { share, blocks })
 }
 
 /// Reads all of one share and checks every block against its hash tree and the tree against the signed root hash
@@ -215,7 +227,10 @@ pub async fn retrieve(
         )));
     }
     verified.truncate(k);
-    decode(prefix, &readkey, &verified)
+    let prefix = prefix.clone();
+    tokio::task::spawn_blocking(move || decode(&prefix, &readkey, &verified))
+        .await
+        .map_err(|e| MutableError::Unrecoverable(format!("the decoding task failed: {e}")))?
 }
 
 fn decode(
