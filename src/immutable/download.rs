@@ -32,6 +32,17 @@ use crate::storage::{ShareNumber, StorageError, StorageIndex};
 const UEB_GUESS: u64 = 1024;
 /// The largest UEB accepted (Tahoe's are well under 1 KiB).
 const MAX_UEB: u64 = 64 * 1024;
+/// The largest share hash list accepted: (2 + 32)-byte pairs, fewer than two per level of a tree over 256 shares.
+const MAX_SHARE_HASHES_BYTES: u64 = 34 * 32;
+
+/// The most bytes of hash trees and URI extension block a share's first metadata read may ask for, before
+/// anything in the share is verified: what the file needs at Tahoe's 128 KiB segments (three trees, the share
+/// hashes and the UEB), and never less than 64 KiB.
+fn metadata_read_bound(cap: &ChkCap) -> u64 {
+    let segments = cap.size.div_ceil(128 * 1024).max(1);
+    let tree = (2 * segments.next_power_of_two() - 1) * 32;
+    (3 * tree + MAX_SHARE_HASHES_BYTES + UEB_GUESS).max(64 * 1024)
+}
 
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
@@ -1114,16 +1125,29 @@ async fn read_share_metadata(
         .read_immutable_share(storage_index, share, 0, 0x44)
         .await?;
     let layout = ShareLayout::parse(&header).map_err(|e| ShareFault::Corrupt(e.to_string()))?;
+    let corrupt = |what: String| ShareFault::Corrupt(what);
     let length_size = layout.uri_extension_length_size();
     let first = layout.crypttext_hash_tree;
-    let tail_len = layout.uri_extension - first + length_size + UEB_GUESS;
+    // Nothing in the header is authentic until the URI extension block is checked against the cap, so a read
+    // sized by its offsets is bounded: the hash trees and the UEB come in one read when they are no bigger than
+    // the file's would be at Tahoe's segment size, else the UEB comes first and sizes the trees' read.
+    let span = layout.uri_extension.saturating_sub(first);
+    let together = span <= metadata_read_bound(cap);
+    let ueb_read_at = if together {
+        first
+    } else {
+        layout.uri_extension
+    };
     let mut tail = storage
-        .read_immutable_share(storage_index, share, first, tail_len)
+        .read_immutable_share(
+            storage_index,
+            share,
+            ueb_read_at,
+            layout.uri_extension - ueb_read_at + length_size + UEB_GUESS,
+        )
         .await?
         .to_vec();
-    let at = |offset: u64| (offset - first) as usize;
-    let corrupt = |what: String| ShareFault::Corrupt(what);
-    let ueb_at = at(layout.uri_extension);
+    let ueb_at = (layout.uri_extension - ueb_read_at) as usize;
     if tail.len() < ueb_at + length_size as usize {
         return Err(corrupt("share ends before its URI extension block".into()));
     }
@@ -1143,7 +1167,7 @@ async fn read_share_metadata(
             .read_immutable_share(
                 storage_index,
                 share,
-                first + tail.len() as u64,
+                ueb_read_at + tail.len() as u64,
                 (ueb_end - tail.len()) as u64,
             )
             .await?;
@@ -1186,6 +1210,26 @@ async fn read_share_metadata(
             nseg
         )));
     }
+    if layout.uri_extension - layout.share_hashes > MAX_SHARE_HASHES_BYTES {
+        return Err(corrupt(format!(
+            "share hash list is {} bytes",
+            layout.uri_extension - layout.share_hashes
+        )));
+    }
+    // From here the offsets fit the authentic geometry, so the trees' read is as big as the file needs.
+    let hashes: Vec<u8> = if together {
+        tail.truncate(ueb_at);
+        tail
+    } else {
+        storage
+            .read_immutable_share(storage_index, share, first, span)
+            .await?
+            .to_vec()
+    };
+    if hashes.len() as u64 != span {
+        return Err(corrupt("share ends inside its hash trees".into()));
+    }
+    let at = |offset: u64| (offset - first) as usize;
     let leaves_of = |region: &[u8]| -> Vec<Hash> {
         let nodes: Vec<Hash> = region
             .chunks_exact(32)
@@ -1195,7 +1239,7 @@ async fn read_share_metadata(
         nodes[first_leaf..first_leaf + nseg].to_vec()
     };
     let crypttext_leaves =
-        leaves_of(&tail[at(layout.crypttext_hash_tree)..at(layout.block_hashes)]);
+        leaves_of(&hashes[at(layout.crypttext_hash_tree)..at(layout.block_hashes)]);
     let crypttext_root = ueb
         .hash("crypttext_root_hash")
         .map_err(|e| ShareFault::Unavailable(e.to_string()))?;
@@ -1204,8 +1248,8 @@ async fn read_share_metadata(
             "crypttext hash tree does not match the URI extension block".into(),
         ));
     }
-    let block_leaves = leaves_of(&tail[at(layout.block_hashes)..at(layout.share_hashes)]);
-    let pairs = decode_share_hashes(&tail[at(layout.share_hashes)..ueb_at])
+    let block_leaves = leaves_of(&hashes[at(layout.block_hashes)..at(layout.share_hashes)]);
+    let pairs = decode_share_hashes(&hashes[at(layout.share_hashes)..])
         .map_err(|e| corrupt(e.to_string()))?;
     let mut share_tree = IncompleteHashTree::new(usize::from(cap.total_shares));
     let mut known: BTreeMap<usize, Hash> = pairs

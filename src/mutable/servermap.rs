@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
+use futures_util::{StreamExt, stream};
 
 use super::layout::{self, Regions, SignedPrefix};
 use super::{FileKeys, MutableError};
@@ -19,6 +20,11 @@ use crate::storage::{ShareNumber, StorageError, StorageIndex};
 /// How much of each share the first query reads: the whole of a small directory, and for anything larger the
 /// header, key and signature (MDMF keeps all of those, and the hash chain, in its first 2167 bytes).
 pub const INITIAL_READ: u64 = 64 * 1024;
+/// Share numbers are below N, which is at most 255.
+const MAX_SHARES: ShareNumber = 255;
+/// Shares of one file read at once from one server (a server holds one or two of a file's shares on a grid of
+/// a few servers, and more only on a grid too small for N).
+const READS_PER_SERVER: usize = 4;
 
 /// One good share: where it is, the version it holds and the bytes read from its start.
 #[derive(Debug, Clone)]
@@ -207,14 +213,22 @@ async fn ask_server(
         Err(StorageError::NotFound { .. }) => BTreeSet::new(),
         Err(e) => return ServerAnswer::Unreachable(e.to_string()),
     };
-    let reads = shares.iter().map(|&share| async move {
+    // N is one byte of the signed prefix, so no real share is numbered 255 or more: a server listing thousands
+    // is not asked for them, and the rest are read a few at a time.
+    let wanted: Vec<ShareNumber> = shares.into_iter().filter(|&s| s < MAX_SHARES).collect();
+    let reads = wanted.into_iter().map(|share| async move {
         let read = storage.read_mutable_share(storage_index, share, 0, INITIAL_READ);
         (
             share,
             within(timeout, name, "read mutable share", read).await,
         )
     });
-    ServerAnswer::Shares(join_all(reads).await)
+    ServerAnswer::Shares(
+        stream::iter(reads)
+            .buffered(READS_PER_SERVER)
+            .collect()
+            .await,
+    )
 }
 
 /// Asks every server in the grid about the file and checks what they hold.

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod grid;
+pub mod hostile;
 pub mod memory;
 pub mod storage_contract;
 pub mod tahoe;

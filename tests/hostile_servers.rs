@@ -1,0 +1,210 @@
+//! One hostile storage server among honest ones (`common::hostile`), against the real download, check and
+//! mutable code: every read still succeeds from the honest servers, and the attack stays bounded in what the
+//! client asks for, in peak memory (under 64 MiB above the client's baseline), in CPU time and in latency.
+//! The GBS wire-level attacks (oversized and amplifying CBOR, slow and silent replies) are in `gbs_hostile.rs`.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::hostile::{Attack, HostileServer};
+use common::memory::servers;
+use common::{runtime, temp_file};
+use tahoe_mount::cap::{Cap, FileCap, MutableFormat};
+use tahoe_mount::check::{CheckOptions, check};
+use tahoe_mount::config::Secret;
+use tahoe_mount::grid::ServerInfo;
+use tahoe_mount::grid::client::{Grid, GridServer};
+use tahoe_mount::immutable::download::{ChkReader, DownloadOptions};
+use tahoe_mount::immutable::params::EncodingParams;
+use tahoe_mount::immutable::upload::{UploadOptions, upload_file};
+use tahoe_mount::mutable::{MutableFile, MutableOptions, MutableParams};
+use tahoe_mount::storage::StorageServer;
+
+/// Peak memory is per process: the tests here run one at a time so each measures only itself.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// What an attack cost this process: peak RSS growth and CPU seconds (all threads).
+struct Cost {
+    peak_kib: u64,
+    cpu: f64,
+    started: Instant,
+}
+
+fn proc_status(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| {
+            v.trim_start_matches(':')
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap()
+}
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the command.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+impl Cost {
+    fn start() -> Cost {
+        // Where the kernel allows, the peak starts again from here; else from the (lower) baseline before.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        Cost {
+            peak_kib: proc_status("VmRSS"),
+            cpu: cpu_seconds(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Asserts the bounds of the acceptance: < 64 MiB more memory, < `cpu` seconds of CPU, < `wall` seconds.
+    fn assert_within(&self, what: &str, cpu: f64, wall: Duration) {
+        let grew = proc_status("VmHWM").saturating_sub(self.peak_kib) / 1024;
+        let spent = cpu_seconds() - self.cpu;
+        let took = self.started.elapsed();
+        eprintln!("{what}: peak RSS +{grew} MiB, {spent:.2} s CPU, {took:?}");
+        assert!(grew < 64, "{what}: peak memory grew {grew} MiB");
+        assert!(spent < cpu, "{what}: {spent:.2} s of CPU");
+        assert!(took < wall, "{what}: took {took:?}");
+    }
+}
+
+/// Four honest in-memory servers and one [`HostileServer`] (playing honest until told otherwise).
+fn grid_with_hostile() -> (Grid, Arc<HostileServer>) {
+    let honest = servers(5);
+    let hostile = HostileServer::new(honest[4].clone());
+    let mut members: Vec<GridServer> = honest[..4]
+        .iter()
+        .map(|s| {
+            GridServer::new(
+                ServerInfo::named(s.name()),
+                s.clone() as Arc<dyn StorageServer>,
+            )
+        })
+        .collect();
+    members.push(GridServer::new(
+        ServerInfo::named("hostile"),
+        hostile.clone() as Arc<dyn StorageServer>,
+    ));
+    (Grid::new(members), hostile)
+}
+
+fn upload_options() -> UploadOptions {
+    let mut options =
+        UploadOptions::new(Secret::new(b"hostile".to_vec()), Secret::new(vec![3; 32]));
+    options.params = EncodingParams {
+        needed: 2,
+        happy: 3,
+        total: 5,
+        ..EncodingParams::default()
+    };
+    options
+}
+
+fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    common::tahoe::pseudo_random(seed, len)
+}
+
+/// A fake server listing share 0 of every file, with a header whose offsets reach a terabyte, once drove a
+/// read to 5.2 GiB in 10 s: reads made before the URI extension block is verified are bounded by the cap.
+#[test]
+fn a_share_header_claiming_a_terabyte_costs_a_bounded_read() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let (grid, hostile) = grid_with_hostile();
+        let mut files = Vec::new();
+        for seed in 0..8 {
+            let data = bytes(300_000, seed);
+            let uploaded = upload_file(&grid, temp_file(&data), &upload_options())
+                .await
+                .expect("upload");
+            files.push((uploaded.cap, data));
+        }
+        hostile.attack(Attack::HugeImmutableOffsets);
+        let cost = Cost::start();
+        // Plain reads: the hostile share is tried when the permuted order puts its server early enough.
+        for (cap, data) in &files {
+            let FileCap::Chk(chk) = cap else {
+                panic!("not a CHK")
+            };
+            let reader = ChkReader::open(grid.clone(), *chk, DownloadOptions::default())
+                .await
+                .expect("open despite the hostile server");
+            let read = reader.read(0, chk.size).await.expect("read");
+            assert_eq!(&read[..], &data[..]);
+        }
+        // A verifying check reads every share every server lists, so it meets the hostile one for certain.
+        let mut options = CheckOptions::new(Secret::new(vec![3; 32]));
+        options.verify = true;
+        let result = check(&grid, &Cap::File(files[0].0.clone()), &options)
+            .await
+            .expect("check");
+        assert!(
+            result
+                .pre
+                .corrupt
+                .iter()
+                .any(|(server, _, _)| server.contains("hostile")),
+            "the fake share is reported corrupt: {:?}",
+            result.pre
+        );
+        cost.assert_within("terabyte offsets", 1.0, Duration::from_secs(10));
+        assert!(hostile.reads() > 0, "the hostile server was never read");
+        assert!(
+            hostile.largest_read() <= 1 << 20,
+            "the client asked the hostile server for {} bytes at once",
+            hostile.largest_read()
+        );
+    });
+}
+
+/// A server listing all 65 535 share numbers of a mutable file once had each read at once (4000 listed: 4000
+/// connections, 526 MiB): numbers no share can have are not read, and the rest a few at a time.
+#[test]
+fn a_server_listing_65535_mutable_shares_is_read_a_few_at_a_time() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let (grid, hostile) = grid_with_hostile();
+        let params = MutableParams {
+            needed: 2,
+            happy: 3,
+            total: 5,
+            ..MutableParams::default_for(MutableFormat::Sdmf)
+        };
+        let contents = bytes(20_000, 99);
+        let file = MutableFile::create(
+            grid.clone(),
+            &contents,
+            params,
+            MutableOptions::new(vec![3; 32]),
+        )
+        .await
+        .expect("create");
+        hostile.attack(Attack::ManyMutableShares(u16::MAX));
+        let cost = Cost::start();
+        let read = file.read().await.expect("read despite the hostile server");
+        assert_eq!(read.contents, contents);
+        cost.assert_within("65 535 listed shares", 1.0, Duration::from_secs(5));
+        let asked = hostile.shares_read();
+        assert!(
+            asked.iter().all(|&share| share < 256),
+            "share numbers read: {:?}…",
+            asked.iter().rev().take(3).collect::<Vec<_>>()
+        );
+        assert!(
+            hostile.most_in_flight() <= 4,
+            "{} reads in flight at once on one server",
+            hostile.most_in_flight()
+        );
+    });
+}
