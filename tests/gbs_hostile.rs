@@ -416,3 +416,121 @@ async fn a_closed_port_is_a_connection_error() {
     );
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// This process's peak resident set (`VmHWM`), in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A version reply that is right in every field Tahoe defines, padded with an extra entry of `padding` empty
+/// arrays: each is one byte on the wire and a 48-byte value once decoded.
+fn amplifying_version(padding: usize) -> Vec<u8> {
+    use ciborium::Value;
+    let v1 = Value::Map(vec![
+        (
+            Value::Bytes(b"maximum-immutable-share-size".to_vec()),
+            Value::Integer(1_000_000u64.into()),
+        ),
+        (
+            Value::Bytes(b"maximum-mutable-share-size".to_vec()),
+            Value::Integer(1_000_000u64.into()),
+        ),
+        (
+            Value::Bytes(b"available-space".to_vec()),
+            Value::Integer(1_000_000u64.into()),
+        ),
+    ]);
+    let mut body = Vec::new();
+    ciborium::into_writer(
+        &Value::Map(vec![(
+            Value::Bytes(b"http://allmydata.org/tahoe/protocols/storage/v1".to_vec()),
+            v1,
+        )]),
+        &mut body,
+    )
+    .unwrap();
+    // Turn the one-entry map into a two-entry one and append the padding entry: key 0 → [[], [], …].
+    body[0] = 0xa2;
+    body.extend_from_slice(&[0x00, 0x9a]);
+    body.extend_from_slice(&u32::try_from(padding).unwrap().to_be_bytes());
+    body.extend(std::iter::repeat_n(0x80, padding));
+    body
+}
+
+/// A 20 MB reply of CBOR that decodes to a gigabyte must be refused before it is decoded (it once took the client
+/// to 1–1.8 GiB): by its length, as no version reply needs 64 KiB, and by its count of items.
+#[tokio::test]
+async fn a_reply_that_decodes_to_gigabytes_is_refused_within_bounded_memory() {
+    // The unpadded reply is good: the test's version reply is one the client accepts.
+    let fake = start(Behaviour::Reply(with_length(
+        "200 OK",
+        "application/cbor",
+        &amplifying_version(0),
+    )))
+    .await;
+    let defaults = |fake: &FakeServer| {
+        GbsServer::new(
+            &fake.nurl.parse::<Nurl>().unwrap(),
+            Some("fake"),
+            GbsOptions::default(),
+        )
+        .unwrap()
+    };
+    let version = defaults(&fake)
+        .version()
+        .await
+        .expect("a good version reply");
+    assert_eq!(version.available_space, 1_000_000);
+
+    let fake = start(Behaviour::Reply(with_length(
+        "200 OK",
+        "application/cbor",
+        &amplifying_version(20_000_000),
+    )))
+    .await;
+    let before = peak_rss_kib();
+    let err = defaults(&fake).version().await.unwrap_err();
+    let grew_mib = (peak_rss_kib() - before) / 1024;
+    assert!(matches!(err, StorageError::Protocol { .. }), "{err}");
+    assert!(err.to_string().contains("longer than"), "{err}");
+    assert!(grew_mib < 64, "the client grew by {grew_mib} MiB");
+
+    // Within the length limit, the item count still refuses it.
+    let fake = start(Behaviour::Reply(with_length(
+        "200 OK",
+        "application/cbor",
+        &amplifying_version(50_000),
+    )))
+    .await;
+    let err = defaults(&fake).version().await.unwrap_err();
+    assert!(err.to_string().contains("CBOR items"), "{err}");
+}
+
+/// A server listing every share number there is gets refused: no storage index has more than 256 shares.
+#[tokio::test]
+async fn a_share_list_of_65536_shares_is_refused() {
+    let mut body = vec![0xd9, 0x01, 0x02, 0x99, 0xff, 0xff]; // tag 258 (set), array of 65 535
+    for n in 0u16..0xffff {
+        body.push(0x19);
+        body.extend_from_slice(&n.to_be_bytes());
+    }
+    let fake = start(Behaviour::Reply(with_length(
+        "200 OK",
+        "application/cbor",
+        &body,
+    )))
+    .await;
+    let server = GbsServer::new(
+        &fake.nurl.parse::<Nurl>().unwrap(),
+        Some("fake"),
+        GbsOptions::default(),
+    )
+    .unwrap();
+    let err = server.list_mutable_shares(SI).await.unwrap_err();
+    assert!(err.to_string().contains("longer than"), "{err}");
+}

@@ -22,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::cbor;
 use super::nurl::Nurl;
 use super::tls::{self, PeerCertificate};
 use super::{
@@ -36,6 +37,16 @@ const VERSION_KEY: &str = "http://allmydata.org/tahoe/protocols/storage/v1";
 const MAX_ERROR_BODY: usize = 10_000;
 /// 1.20 accepts a corruption reason of 1..=32765 characters.
 const MAX_REASON: usize = 32_765;
+/// Replies that list share numbers (at most 256, of up to 3 bytes each): list shares, allocate buckets.
+const MAX_SMALL_REPLY: usize = 8 * 1024;
+/// The version reply: a few dozen fields and an application version string.
+const MAX_VERSION_REPLY: usize = 64 * 1024;
+/// A read-test-write reply holds the read vector's bytes for each share the server holds (at most 256).
+const MAX_SHARES_PER_SLOT: usize = 256;
+
+/// Requests in flight to one server at once, so at most this many connections: a server that lists thousands
+/// of shares, or a caller with much to do, queues here instead of opening a connection per request.
+const MAX_CONNECTIONS: usize = 16;
 
 /// Timeouts, retries and limits for one server.
 #[derive(Clone, Debug)]
@@ -78,6 +89,8 @@ pub struct GbsServer {
     options: GbsOptions,
     /// The last version the server sent, and when it arrived.
     last_version: std::sync::Mutex<Option<(Instant, ServerVersion)>>,
+    /// One permit per request in flight ([`MAX_CONNECTIONS`]).
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// How a request may be repeated after a failure.
@@ -87,6 +100,12 @@ enum Retry {
     ConnectOnly,
     /// Also after timeouts: the request has no effect beyond its answer.
     Idempotent,
+}
+
+/// The replies a POST takes: the statuses that mean success, and how long a body may be.
+struct Accept<'a> {
+    statuses: &'a [StatusCode],
+    max_bytes: usize,
 }
 
 struct Reply {
@@ -164,6 +183,7 @@ impl GbsServer {
             peer,
             options,
             last_version: std::sync::Mutex::new(None),
+            in_flight: tokio::sync::Semaphore::new(MAX_CONNECTIONS),
         })
     }
 
@@ -265,6 +285,8 @@ impl GbsServer {
         request: Request<Pieces>,
     ) -> Result<Reply, StorageError> {
         let timeout = self.options.request_timeout;
+        // The semaphore is never closed, so acquiring fails only in theory; then the request goes unthrottled.
+        let _permit = self.in_flight.acquire().await.ok();
         let exchange = async {
             let response = self
                 .client
@@ -426,6 +448,8 @@ impl GbsServer {
     }
 
     fn decode<T: DeserializeOwned>(&self, what: &str, reply: &Reply) -> Result<T, StorageError> {
+        cbor::check_items(&reply.body, cbor::MAX_ITEMS)
+            .map_err(|problem| self.protocol(format!("{what}: refused CBOR reply: {problem}")))?;
         ciborium::from_reader(reply.body.as_ref())
             .map_err(|e| self.protocol(format!("{what}: malformed CBOR reply: {e}")))
     }
@@ -448,10 +472,15 @@ impl GbsServer {
         secrets: &[(&str, &[u8])],
         body: Bytes,
         retry: Retry,
-        ok: &[StatusCode],
+        accept: Accept<'_>,
     ) -> Result<Reply, StorageError> {
+        let Accept {
+            statuses: ok,
+            max_bytes,
+        } = accept;
+        let max_reply = max_bytes.min(self.options.max_cbor_reply);
         let reply = self
-            .exchange(what, retry, self.options.max_cbor_reply, |base| {
+            .exchange(what, retry, max_reply, |base| {
                 self.request(
                     Method::POST,
                     format!("{base}{path}"),
@@ -468,12 +497,13 @@ impl GbsServer {
         &self,
         what: &str,
         path: &str,
+        max_reply: usize,
     ) -> Result<T, StorageError> {
         let reply = self
             .exchange(
                 what,
                 Retry::Idempotent,
-                self.options.max_cbor_reply,
+                max_reply.min(self.options.max_cbor_reply),
                 |base| self.request(Method::GET, format!("{base}{path}"), &[], None),
             )
             .await?;
@@ -510,7 +540,9 @@ impl GbsServer {
         let path = format!("/storage/v1/{kind}/{si}/{share}");
         let start = into.as_ref().map_or(0, |b| b.len());
         if let Some(buffer) = into.as_deref_mut() {
-            buffer.reserve(max_body);
+            // Room for what a reply of this length needs, within reason: what a server actually sends is
+            // what grows the buffer beyond that.
+            buffer.reserve(max_body.min(16 << 20));
         }
         // The size limit also stops a server that ignores Range and sends the whole share.
         let reply = self
@@ -605,7 +637,10 @@ impl GbsServer {
             &[],
             body,
             Retry::Idempotent,
-            &[StatusCode::OK, StatusCode::NO_CONTENT],
+            Accept {
+                statuses: &[StatusCode::OK, StatusCode::NO_CONTENT],
+                max_bytes: MAX_ERROR_BODY,
+            },
         )
         .await
         .map(drop)
@@ -618,14 +653,20 @@ impl GbsServer {
     ) -> Result<BTreeSet<ShareNumber>, StorageError> {
         let what = format!("list {kind} shares of {si}");
         let set: ShareSet = self
-            .get_cbor(&what, &format!("/storage/v1/{kind}/{si}/shares"))
+            .get_cbor(
+                &what,
+                &format!("/storage/v1/{kind}/{si}/shares"),
+                MAX_SMALL_REPLY,
+            )
             .await?;
         Ok(set.0.0)
     }
 
     async fn version(&self) -> Result<ServerVersion, StorageError> {
         let what = "version";
-        let value: ciborium::Value = self.get_cbor(what, "/storage/v1/version").await?;
+        let value: ciborium::Value = self
+            .get_cbor(what, "/storage/v1/version", MAX_VERSION_REPLY)
+            .await?;
         let version =
             parse_version(&value).map_err(|problem| self.protocol(format!("{what}: {problem}")))?;
         *self
@@ -961,7 +1002,17 @@ impl StorageServer for GbsServer {
             // Not repeated after a timeout: a second allocation while the first is in progress returns nothing.
             let ok = [StatusCode::OK, StatusCode::CREATED];
             let reply = self
-                .post_cbor(&what, &path, &secrets, body, Retry::ConnectOnly, &ok)
+                .post_cbor(
+                    &what,
+                    &path,
+                    &secrets,
+                    body,
+                    Retry::ConnectOnly,
+                    Accept {
+                        statuses: &ok,
+                        max_bytes: MAX_SMALL_REPLY,
+                    },
+                )
                 .await?;
             let answer: AllocateResponse = self.decode(&what, &reply)?;
             Ok(Allocation {
@@ -1182,6 +1233,12 @@ impl StorageServer for GbsServer {
                     .collect(),
             };
             let body = to_cbor(&request);
+            let read_bytes: u64 = read_vector.iter().map(|r| r.size).sum();
+            let max_reply = usize::try_from(read_bytes)
+                .unwrap_or(usize::MAX)
+                .saturating_add(64)
+                .saturating_mul(MAX_SHARES_PER_SLOT)
+                .saturating_add(MAX_SMALL_REPLY);
             let path = format!("/storage/v1/mutable/{storage_index}/read-test-write");
             let wire_secrets: [(&str, &[u8]); 3] = [
                 ("write-enabler", &secrets.write_enabler),
@@ -1191,7 +1248,17 @@ impl StorageServer for GbsServer {
             // Not repeated after a timeout: the tests would then see this request's own writes.
             let ok = [StatusCode::OK];
             let reply = self
-                .post_cbor(&what, &path, &wire_secrets, body, Retry::ConnectOnly, &ok)
+                .post_cbor(
+                    &what,
+                    &path,
+                    &wire_secrets,
+                    body,
+                    Retry::ConnectOnly,
+                    Accept {
+                        statuses: &ok,
+                        max_bytes: max_reply,
+                    },
+                )
                 .await?;
             let answer: ReadTestWriteResponse = self.decode(&what, &reply)?;
             Ok(ReadTestWriteResult {

@@ -5,6 +5,7 @@
 //! The interface mirrors the protocol's operations one for one (`allmydata/storage/http_client.py`), so the
 //! in-memory server and a real one can be held to the same contract tests.
 
+pub mod cbor;
 pub mod gbs;
 pub mod memory;
 pub mod nurl;
