@@ -635,6 +635,34 @@ def t_cli(c):
             raise TestError("`tahoe-mount GRID MOUNTPOINT` (no `mount`): hello differs")
         log("`tahoe-mount -o dir_ttl=5,cache_size=..,spool_size=.. GRID MOUNTPOINT` (without `mount`) mounts the "
             "same root")
+    # A root writecap never shows in the daemon's command line (any local user reads it), given inline or as
+    # --root @FILE, and the daemon's log and control socket are its user's only.
+    config3 = c.dir("t", "cli", "config-3")
+    p = ml.run([c.grid.bin, "mkdir", "--config-dir", config3, "--grid", "@" + c.grid.invitation], timeout=120,
+               env=c.grid.env())
+    root = p.out.strip()
+    if not root.startswith("URI:DIR2:"):
+        raise TestError(f"tahoe-mount mkdir printed {root[:20]!r}…, not a directory writecap")
+    root_file = os.path.join(config3, "root.cap")
+    with open(os.open(root_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(root + "\n")
+    for i, given in enumerate([root, "@" + root_file]):
+        m3 = c.mount("cli", data=f"data-3{i}", mnt=f"mnt-3{i}", config="config-3", foreground=False, root=given)
+        with m3:
+            ml.write_file(os.path.join(m3.path, "via-root"), b"root\n")
+            with open(f"/proc/{m3.pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            if any(b"URI:" in a for a in argv):
+                raise TestError(f"the daemon's command line shows a cap: {[a[:16] for a in argv]}")
+            modes = {}
+            for dirpath, _, names in os.walk(m3.data_dir):
+                for name in names:
+                    if name == "mount.log" or name.endswith(".sock"):
+                        modes[name] = os.stat(os.path.join(dirpath, name)).st_mode & 0o777
+            if len(modes) != 2 or any(mode != 0o600 for mode in modes.values()):
+                raise TestError(f"the daemon's log and control socket are not 0600: {modes}")
+        log(f"--root {'inline' if i == 0 else '@FILE'}: the daemon's command line holds no cap; "
+            f"mount.log and the control socket are 0600")
     # a bad invitation: non-zero exit, a message, nothing mounted
     mp = c.dir("t", "cli", "mnt-bad")
     p = ml.run([c.grid.bin, "mount", "--config-dir", c.dir("t", "cli", "config-bad"), "--data-dir",

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use super::{ServerArgs, read_cap_arg, runtime};
+use super::{ServerArgs, cap_argument, runtime};
 use crate::cap::{Cap, FileCap, MutableFormat};
 use crate::config::ConfigDir;
 use crate::dirnode::{Change, Child, Directory, DirectoryNode, Entry, Replace, split_path};
@@ -27,12 +27,10 @@ pub(super) fn connect(servers: &ServerArgs) -> anyhow::Result<Grid> {
     servers.connect()
 }
 
-/// A `CAP[/path]` argument (`-` reads a bare cap from standard input).
+/// A `CAP[/path]` argument, where CAP may be `-` (standard input) or `@FILE` ([`cap_argument`]).
 pub(super) fn parse_target(arg: &str) -> anyhow::Result<(Cap, Vec<String>)> {
-    if arg == "-" {
-        return Ok((read_cap_arg(arg)?, Vec::new()));
-    }
-    split_path(arg).with_context(|| format!("{}: not CAP or CAP/path", redact(arg)))
+    let text = cap_argument(arg)?;
+    split_path(&text).with_context(|| format!("{}: not CAP or CAP/path", redact(&text)))
 }
 
 /// An argument for error messages with any cap in it cut to its prefix, so writecaps stay out of logs.

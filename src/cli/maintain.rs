@@ -38,27 +38,11 @@ pub(super) struct MaintainArgs {
     data_dir: Option<PathBuf>,
 }
 
-/// A cap argument: the text, `-` for standard input, or `@FILE`.
-fn cap_text(arg: &str) -> anyhow::Result<String> {
-    if arg == "-" {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        Ok(line.trim().to_owned())
-    } else if let Some(path) = arg.strip_prefix('@') {
-        Ok(std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {path}"))?
-            .trim()
-            .to_owned())
-    } else {
-        Ok(arg.trim().to_owned())
-    }
-}
-
 pub(super) fn maintain(args: &MaintainArgs) -> anyhow::Result<()> {
     let config = ConfigDir::locate(args.config.config_dir.as_deref())?;
     let joined = args.servers.join_grid()?;
     let root = match (&args.root, &joined) {
-        (Some(root), _) => Cap::parse(&cap_text(root)?)?,
+        (Some(root), _) => Cap::parse(&super::cap_argument(root)?)?,
         (None, Some(joined)) => {
             let path = saved_root_path(&config, joined);
             saved_root(&path)?.with_context(|| {

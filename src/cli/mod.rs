@@ -6,8 +6,9 @@
 use crate::cap::{Cap, FileCap, MutableAccess};
 use crate::crypto::base32;
 use crate::erasure::Kernel;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod check;
@@ -19,7 +20,14 @@ mod transfer;
 
 /// Mount a Tahoe-LAFS grid, found through its grid service directory instead of an introducer.
 #[derive(Parser, Debug)]
-#[command(name = "tahoe-mount", version, about)]
+#[command(
+    name = "tahoe-mount",
+    version,
+    about,
+    after_help = "Caps: wherever a command takes a cap (CAP or DIRCAP/path), `-` reads the cap from the first \
+                  line of standard input and @FILE from the first line of FILE, with any /path after them \
+                  (-/docs, @root.cap/docs): a cap typed in a command line shows in `ps` to every local user."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -566,16 +574,57 @@ fn list_kernels() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A cap from the command line, or from the first line of standard input for `-`.
-fn read_cap_arg(arg: &str) -> anyhow::Result<Cap> {
-    let text = if arg == "-" {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        line.trim().to_owned()
+/// A cap argument's text, so that no cap need appear in a command line (where every local user sees it in
+/// `ps`): the cap itself; `-` for the first line of standard input (read once: every `-` gets the same cap); or
+/// `@FILE` for the first line of FILE. A path may follow any of them (`-/docs/a.txt`, `@FILE/docs/a.txt`,
+/// `URI:DIR2:…/docs/a.txt`): with `@`, FILE is the first prefix that is a file. Returns the cap's text with the
+/// path, as one `CAP[/path]` string.
+pub(super) fn cap_argument(arg: &str) -> anyhow::Result<String> {
+    let (cap, path) = if arg == "-" || arg.starts_with("-/") {
+        (stdin_cap()?, arg.get(2..).unwrap_or(""))
+    } else if let Some(rest) = arg.strip_prefix('@') {
+        let ends = rest
+            .match_indices('/')
+            .map(|(at, _)| at)
+            .filter(|&at| at > 0)
+            .chain([rest.len()]);
+        let Some(end) = ends
+            .into_iter()
+            .find(|&end| Path::new(&rest[..end]).is_file())
+        else {
+            bail!("{arg}: no such file to read a cap from");
+        };
+        let text = std::fs::read_to_string(&rest[..end])
+            .with_context(|| format!("cannot read a cap from {}", &rest[..end]))?;
+        let first = text.lines().next().unwrap_or("").trim().to_owned();
+        (first, rest.get(end + 1..).unwrap_or(""))
     } else {
-        arg.trim().to_owned()
+        return Ok(arg.trim().to_owned());
     };
-    Ok(Cap::parse(&text)?)
+    anyhow::ensure!(!cap.is_empty(), "{arg}: no cap there (an empty line)");
+    Ok(if path.is_empty() {
+        cap
+    } else {
+        format!("{cap}/{path}")
+    })
+}
+
+/// The first line of standard input, read on first use.
+fn stdin_cap() -> anyhow::Result<String> {
+    static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(line) = LINE.get() {
+        return Ok(line.clone());
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read a cap from standard input")?;
+    Ok(LINE.get_or_init(|| line.trim().to_owned()).clone())
+}
+
+/// A bare cap argument (text, `-` or `@FILE`; see [`cap_argument`]).
+fn read_cap_arg(arg: &str) -> anyhow::Result<Cap> {
+    Ok(Cap::parse(&cap_argument(arg)?)?)
 }
 
 fn describe_cap(arg: &str) -> anyhow::Result<()> {
@@ -650,6 +699,29 @@ fn describe(cap: &Cap) -> Vec<(&'static str, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cap_arguments_come_from_files_with_a_path_after_them() {
+        let dir = std::env::temp_dir().join(format!("tahoe-mount-caparg-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let file = dir.join("sub").join("root.cap");
+        std::fs::write(&file, "URI:DIR2:abc:def\nignored second line\n").unwrap();
+        let at = format!("@{}", file.display());
+        assert_eq!(cap_argument(&at).unwrap(), "URI:DIR2:abc:def");
+        assert_eq!(
+            cap_argument(&format!("{at}/docs/a.txt")).unwrap(),
+            "URI:DIR2:abc:def/docs/a.txt"
+        );
+        assert_eq!(
+            cap_argument(" URI:CHK:x:y:1:2:3 ").unwrap(),
+            "URI:CHK:x:y:1:2:3"
+        );
+        let missing = cap_argument(&format!("@{}/nothing/here", dir.display())).unwrap_err();
+        assert!(missing.to_string().contains("no such file"), "{missing}");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(cap_argument(&at).is_err(), "an empty first line is no cap");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn describes_a_directory_writecap() {

@@ -3,7 +3,7 @@
 //! through which `status` and `unmount` reach a running mount.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -42,7 +42,8 @@ pub(super) struct MountArgs {
     /// Use the cached server list without asking the grid if it was read less than this many seconds ago.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     grid_max_age: u64,
-    /// The directory to mount (a writecap; a readcap mounts read-only). Default: this grid's root directory,
+    /// The directory to mount (a writecap; a readcap mounts read-only), or `-` to read it from standard input,
+    /// or @FILE to read it from FILE (so that it does not show in `ps`). Default: this grid's root directory,
     /// made on the first mount and its writecap saved in the configuration directory.
     #[arg(long, value_name = "DIRCAP")]
     root: Option<String>,
@@ -301,8 +302,29 @@ fn effective_gid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
+/// What a background mount's process gets through a pipe on its standard input instead of its arguments, so
+/// that no cap shows in `ps`: the grid argument and the root cap.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ChildSecrets {
+    grid: String,
+    root: Option<String>,
+}
+
 /// `tahoe-mount mount`.
-pub(super) fn mount(args: MountArgs) -> anyhow::Result<()> {
+pub(super) fn mount(mut args: MountArgs) -> anyhow::Result<()> {
+    let typed = (args.grid.clone(), args.root.clone());
+    if args.daemon_child {
+        let secrets: ChildSecrets = serde_json::from_reader(std::io::stdin().lock())
+            .context("the background mount's settings on standard input")?;
+        (args.grid, args.root) = (secrets.grid, secrets.root);
+    } else {
+        if args.grid == "-" {
+            args.grid = super::cap_argument("-")?;
+        }
+        if let Some(root) = &args.root {
+            args.root = Some(super::cap_argument(root).context("--root")?);
+        }
+    }
     let options = parse_mount_options(&args.options)?;
     args.shares.params().validate()?;
     check_fuse()?;
@@ -320,35 +342,66 @@ pub(super) fn mount(args: MountArgs) -> anyhow::Result<()> {
     if args.foreground || args.daemon_child {
         return run_mount(args, options, mountpoint);
     }
-    start_background(&args)
+    start_background(&args, &typed)
 }
 
 /// Starts the mount in a process of its own, and returns once it says the mount is ready (or why it is not).
-fn start_background(args: &MountArgs) -> anyhow::Result<()> {
+/// `typed` is the grid and root arguments as typed: in the new process's arguments they become `-`, and their
+/// values go through its standard input.
+fn start_background(args: &MountArgs, typed: &(String, Option<String>)) -> anyhow::Result<()> {
     let data = data_dir(args.data_dir.as_deref())?;
     crate::config::create_private_dir(&data)?;
     let log_path = data.join("mount.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
+        .with_context(|| format!("{}", log_path.display()))?;
+    // Made 0600 by older versions too: the log names files and servers.
+    log.set_permissions(std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("{}", log_path.display()))?;
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if argv.first().is_none_or(|a| a != "mount") {
         argv.insert(0, "mount".into());
     }
+    let (grid, root) = typed;
+    for arg in &mut argv {
+        if *arg == **grid || root.as_ref().is_some_and(|root| *arg == **root) {
+            *arg = "-".into();
+        } else if root
+            .as_ref()
+            .is_some_and(|root| *arg == *format!("--root={root}"))
+        {
+            *arg = "--root=-".into();
+        }
+    }
     argv.push("--daemon-child".into());
     let exe =
         std::env::current_exe().context("cannot find this program to run it in the background")?;
+    let secrets = serde_json::to_vec(&ChildSecrets {
+        grid: args.grid.clone(),
+        root: args.root.clone(),
+    })?;
     let mut child = Command::new(exe)
         .args(&argv)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log)
         // Its own process group: the terminal's Ctrl-C and hang-up do not reach it.
         .process_group(0)
         .spawn()
         .context("cannot start the background mount")?;
+    {
+        // Written and closed at once: the new process reads it to the end before anything else.
+        let mut stdin = child
+            .stdin
+            .take()
+            .context("no pipe to the background mount")?;
+        stdin
+            .write_all(&secrets)
+            .context("cannot hand the background mount its settings")?;
+    }
     let stdout = child
         .stdout
         .take()
@@ -731,6 +784,8 @@ fn serve_control(socket: &Path, control: Control) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(socket);
     }
     let listener = UnixListener::bind(socket)
+        .with_context(|| format!("control socket {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("control socket {}", socket.display()))?;
     std::thread::Builder::new()
         .name("control".into())
