@@ -663,3 +663,34 @@ proptest! {
         let _ = std::fs::remove_dir_all(&world.dir);
     }
 }
+
+/// A mount of 2-of-5, happy 3, on five servers with one down once failed every fsync: changes to existing
+/// directories wanted Tahoe's default happiness of 7, capped at N = 5, so every server.
+#[test]
+fn fsync_succeeds_with_one_server_of_five_down_when_happiness_allows() {
+    common::runtime().block_on(async {
+        let world = World::new("one-down").await;
+        let mut five = options();
+        five.upload.params.total = 5;
+        five.directory_params.total = 5;
+        let fs = world.mount_with("spool", five);
+        let dir = fs.mkdir(ROOT_INO, "d", 0o755).await.unwrap().ino;
+        let (_, opened) = fs.create(dir, "f", 0o644, libc::O_WRONLY).await.unwrap();
+        fs.write(opened.fh, 0, b"before").await.unwrap();
+        fs.fsync(opened.fh).await.unwrap();
+        fs.release(opened.fh);
+        world.servers[2].set_fault(Fault::Down);
+        let data = pattern(20_000, 11);
+        let (_, opened) = fs.create(dir, "g", 0o644, libc::O_WRONLY).await.unwrap();
+        fs.write(opened.fh, 0, &data).await.unwrap();
+        fs.fsync(opened.fh)
+            .await
+            .expect("fsync with four of five servers and happiness 3");
+        fs.release(opened.fh);
+        let renamed = fs.mkdir(ROOT_INO, "e", 0o755).await.unwrap().ino;
+        fs.rename(dir, "f", renamed, "f", false).await.unwrap();
+        fs.drain(|_, _| {}).await;
+        assert_eq!(world.grid_file(&["d", "g"]).await, data);
+        assert_eq!(world.grid_file(&["e", "f"]).await, b"before");
+    });
+}

@@ -548,7 +548,7 @@ fn run_mount_inner(
     let lease_secret = config.lease_secret()?;
     let mut upload = UploadOptions::new(config.convergence_secret()?, lease_secret.clone());
     upload.params = args.shares.params();
-    let mutable = MutableOptions::new(lease_secret.bytes().to_vec());
+    let mut mutable = MutableOptions::new(lease_secret.bytes().to_vec());
     let servers = joined.view().servers.len().max(1);
     let directory_params = MutableParams {
         format: MutableFormat::Sdmf,
@@ -556,6 +556,8 @@ fn run_mount_inner(
         happy: usize::from(args.shares.shares_happy).min(servers).min(255) as u8,
         total: args.shares.shares_total.min(255) as u8,
     };
+    // Changes to existing directories (the root's too, made here) need the mount's happiness, as in `Fs`.
+    mutable.happy = directory_params.happy;
     let root = root_cap(args, &runtime, &joined, &mutable, directory_params)?;
     let data = data_dir(args.data_dir.as_deref())?;
     crate::config::create_private_dir(&data)?;

@@ -467,6 +467,9 @@ impl Fs {
         if root.is_readonly() {
             options.read_only = true;
         }
+        // New versions of existing directories need the mount's happiness, as new ones do (not Tahoe's 7, which
+        // on a grid of five with N = 5 meant every server).
+        options.mutable.happy = options.directory_params.happy;
         let spool = Spool::open(spool_dir)?;
         let (entries, mut warnings) = spool.load_entries()?;
         let mut pending = BTreeMap::new();

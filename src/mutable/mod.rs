@@ -125,6 +125,9 @@ pub struct MutableOptions {
     pub max_attempts: u32,
     /// Keys made ahead of need for new files; without it (or when it is empty) a key is made on the spot.
     pub key_pool: Option<KeyPool>,
+    /// Servers that must hold shares of a new version of an existing file (capped at its N): the client's
+    /// happiness, as for uploads. Tahoe's default is 7.
+    pub happy: u8,
 }
 
 impl MutableOptions {
@@ -134,6 +137,7 @@ impl MutableOptions {
             timeout: Duration::from_secs(30),
             max_attempts: 8,
             key_pool: None,
+            happy: MutableParams::default_for(MutableFormat::Sdmf).happy,
         }
     }
 }
@@ -463,9 +467,7 @@ impl MutableFile {
                 None => return Ok(current.seqnum),
             };
             let params = params.unwrap_or(MutableParams {
-                happy: MutableParams::default_for(current.params.format)
-                    .happy
-                    .min(current.params.total),
+                happy: self.options.happy.min(current.params.total),
                 ..current.params
             });
             let signing_key = self
