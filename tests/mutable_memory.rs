@@ -352,3 +352,58 @@ proptest! {
         })?;
     }
 }
+
+/// One silent server of five (a stopped process: every call pending) once held every read and write for the whole
+/// timeout: the servermap waited for every server. Reads and writes now go on shortly after the others answered;
+/// a check still waits for it, and says it did not answer.
+#[test]
+fn one_silent_server_does_not_hold_up_reads_and_writes() {
+    runtime().block_on(async {
+        let servers = servers(5);
+        let grid = grid_of(&servers);
+        let mut patient = options();
+        patient.timeout = Duration::from_secs(30);
+        patient.happy = 3;
+        let params = MutableParams {
+            needed: 2,
+            happy: 3,
+            total: 5,
+            ..MutableParams::default_for(MutableFormat::Sdmf)
+        };
+        let contents = pseudo_random(5000, 5);
+        let file = MutableFile::create(grid.clone(), &contents, params, patient.clone())
+            .await
+            .unwrap();
+        servers[1].set_fault(Fault::Hanging);
+        let started = std::time::Instant::now();
+        assert_eq!(file.read().await.unwrap().contents, contents);
+        let read_took = started.elapsed();
+        let started = std::time::Instant::now();
+        let seqnum = file.overwrite(b"changed", None).await.unwrap();
+        let write_took = started.elapsed();
+        assert!(
+            read_took < Duration::from_secs(2),
+            "read took {read_took:?}"
+        );
+        assert!(
+            write_took < Duration::from_secs(2),
+            "write took {write_took:?}"
+        );
+        assert_eq!(seqnum, 2);
+        let map = file.servermap().await.unwrap();
+        assert!(
+            map.unreachable.contains_key(&1),
+            "the silent server is reported: {:?}",
+            map.unreachable
+        );
+        servers[1].set_fault(Fault::None);
+        assert_eq!(file.read().await.unwrap().contents, b"changed");
+        // With a short timeout, a check waits for every server and reports the silent one.
+        servers[1].set_fault(Fault::Hanging);
+        let full = MutableFile::open(grid.clone(), file.cap().clone(), options())
+            .full_servermap()
+            .await
+            .unwrap();
+        assert_eq!(full.unreachable.len(), 1, "{:?}", full.unreachable);
+    });
+}

@@ -53,7 +53,7 @@ pub async fn check(
     lease_secret: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<MutableCheck, MutableError> {
-    let map = servermap::update(grid, keys, timeout).await?;
+    let map = servermap::update(grid, keys, timeout, servermap::Mode::Check).await?;
     let mut census = Census {
         unreachable: map.unreachable.clone(),
         corrupt: map

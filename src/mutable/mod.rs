@@ -244,7 +244,24 @@ impl MutableFile {
 
     /// The servermap: every server's shares of this file, checked.
     pub async fn servermap(&self) -> Result<ServerMap, MutableError> {
-        servermap::update(&self.grid, &self.keys, self.options.timeout).await
+        servermap::update(
+            &self.grid,
+            &self.keys,
+            self.options.timeout,
+            servermap::Mode::Read,
+        )
+        .await
+    }
+
+    /// The servermap of every server, each waited for up to the timeout: for repair, which must see all.
+    pub async fn full_servermap(&self) -> Result<ServerMap, MutableError> {
+        servermap::update(
+            &self.grid,
+            &self.keys,
+            self.options.timeout,
+            servermap::Mode::Check,
+        )
+        .await
     }
 
     /// Reads the newest recoverable version. A version rewritten by a writer while it was being read (a busy
@@ -413,7 +430,7 @@ impl MutableFile {
                 "repairing a mutable file needs its writecap".into(),
             ));
         }
-        let map = self.servermap().await?;
+        let map = self.full_servermap().await?;
         if let Some(newer) = check::newer_than_best(&map) {
             return Err(MutableError::Unrecoverable(format!(
                 "version {newer} is newer than any readable version and has too few shares to read; repairing \

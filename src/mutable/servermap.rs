@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::join_all;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{StreamExt, stream};
 
 use super::layout::{self, Regions, SignedPrefix};
@@ -231,22 +231,52 @@ async fn ask_server(
     )
 }
 
-/// Asks every server in the grid about the file and checks what they hold.
+/// How long a servermap update waits for servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// For reading and writing (Tahoe's `MODE_READ` and `MODE_WRITE` stop early too): once a recoverable version
+    /// is known, the servers still silent get as long again as that took (at least [`READ_GRACE`]), then are
+    /// left out as unreachable; a new version is then written to the servers that answered.
+    Read,
+    /// For checking and repair: every server, each up to the timeout.
+    Check,
+}
+
+/// The least a [`Mode::Read`] update waits for the rest of the servers once a recoverable version is known.
+pub const READ_GRACE: Duration = Duration::from_millis(250);
+
+/// Asks every server in the grid about the file and checks what they hold, waiting as `mode` says.
 pub async fn update(
     grid: &Grid,
     keys: &FileKeys,
     timeout: Duration,
+    mode: Mode,
 ) -> Result<ServerMap, MutableError> {
     let storage_index = keys.storage_index;
     let order = grid.permuted(&storage_index);
-    let answers = join_all(
-        order
-            .iter()
-            .map(|&server| ask_server(grid, server, storage_index, timeout)),
-    )
-    .await;
+    let started = tokio::time::Instant::now();
+    let mut asks: FuturesUnordered<_> = order
+        .iter()
+        .map(|&server| async move {
+            (
+                server,
+                ask_server(grid, server, storage_index, timeout).await,
+            )
+        })
+        .collect();
     let mut map = ServerMap::default();
-    for (&server, answer) in order.iter().zip(answers) {
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut waiting: BTreeSet<usize> = order.iter().copied().collect();
+    loop {
+        let next = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, asks.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => asks.next().await,
+        };
+        let Some((server, answer)) = next else { break };
+        waiting.remove(&server);
         match answer {
             ServerAnswer::Unreachable(why) => {
                 map.unreachable.insert(server, why);
@@ -263,7 +293,24 @@ pub async fn update(
                 }
             }
         }
+        if mode == Mode::Read && deadline.is_none() && map.best_recoverable().is_some() {
+            deadline = Some(tokio::time::Instant::now() + started.elapsed().max(READ_GRACE));
+        }
     }
+    for server in waiting {
+        map.unreachable.insert(
+            server,
+            format!(
+                "{}: no answer within {:.1} s, when the other servers had answered; left out",
+                grid.servers()[server].name(),
+                started.elapsed().as_secs_f64()
+            ),
+        );
+    }
+    // Answers arrive in any order; readers prefer shares in permuted order.
+    let rank: BTreeMap<usize, usize> = order.iter().enumerate().map(|(r, &s)| (s, r)).collect();
+    map.shares.sort_by_key(|record| rank[&record.server]);
+    map.bad.sort_by_key(|bad| rank[&bad.server]);
     Ok(map)
 }
 
