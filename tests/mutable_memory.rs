@@ -400,7 +400,7 @@ fn one_silent_server_does_not_hold_up_reads_and_writes() {
         assert_eq!(file.read().await.unwrap().contents, b"changed");
         // With a short timeout, a check waits for every server and reports the silent one.
         servers[1].set_fault(Fault::Hanging);
-        let full = MutableFile::open(grid.clone(), file.cap().clone(), options())
+        let full = MutableFile::open(grid.clone(), *file.cap(), options())
             .full_servermap()
             .await
             .unwrap();
