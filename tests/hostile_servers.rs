@@ -208,3 +208,45 @@ fn a_server_listing_65535_mutable_shares_is_read_a_few_at_a_time() {
         );
     });
 }
+
+/// Servers that stop answering in the middle of a long read (stopped processes) once held the read for the
+/// whole read timeout (60 s) per stalled request: the read now turns to other shares after a deadline sized by
+/// the reads so far.
+#[test]
+fn a_read_turns_from_stalled_servers_to_others_promptly() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let honest = servers(5);
+        let grid = common::memory::grid_of(&honest);
+        let data = bytes(24 << 20, 17);
+        let uploaded = upload_file(&grid, temp_file(&data), &upload_options())
+            .await
+            .expect("upload");
+        let FileCap::Chk(chk) = uploaded.cap else {
+            panic!("not a CHK")
+        };
+        let options = DownloadOptions {
+            batch_bytes: 2 << 20,
+            ..DownloadOptions::default()
+        };
+        assert_eq!(options.read_timeout, Duration::from_secs(60));
+        let reader = ChkReader::open(grid.clone(), chk, options)
+            .await
+            .expect("open");
+        let first = reader.read(0, 4 << 20).await.expect("first part");
+        assert_eq!(&first[..], &data[..4 << 20]);
+        // Three of five servers stop answering; the other two hold the k = 2 shares still needed.
+        for server in &honest[..3] {
+            server.set_fault(tahoe_mount::storage::memory::Fault::Hanging);
+        }
+        let started = Instant::now();
+        let rest = reader
+            .read(4 << 20, (data.len() - (4 << 20)) as u64)
+            .await
+            .expect("the rest, from the servers still answering");
+        let took = started.elapsed();
+        assert_eq!(&rest[..], &data[4 << 20..]);
+        eprintln!("read 20 MiB past three stalled servers in {took:?}");
+        assert!(took < Duration::from_secs(20), "took {took:?}");
+    });
+}

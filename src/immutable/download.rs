@@ -30,6 +30,8 @@ use crate::storage::{ShareNumber, StorageError, StorageIndex};
 
 /// Bytes read past the share-hash list in the first metadata read: a UEB is about 500 bytes.
 const UEB_GUESS: u64 = 1024;
+/// How long a share's metadata may take when other shares could stand in for it.
+const METADATA_PATIENCE: Duration = Duration::from_secs(5);
 /// The largest UEB accepted (Tahoe's are well under 1 KiB).
 const MAX_UEB: u64 = 64 * 1024;
 /// The largest share hash list accepted: (2 + 32)-byte pairs, fewer than two per level of a tree over 256 shares.
@@ -198,6 +200,9 @@ struct Inner {
     found: usize,
     /// Whether a share drop was already reported (see [`ChkReader::take_damage_report`]).
     damage_reported: std::sync::atomic::AtomicBool,
+    /// Bytes per second of this file's block reads so far (a moving average), which sizes the patience with a
+    /// stalled one.
+    throughput: Mutex<Option<f64>>,
 }
 
 /// An open CHK file. Cheap to clone; clones share shares, cache and state.
@@ -235,16 +240,13 @@ impl ChkReader {
             let Some((server, share)) = shares.spare.pop_front() else {
                 break;
             };
-            match fetch_share_metadata(
-                &grid,
-                storage_index,
-                &cap,
-                server,
-                share,
-                None,
-                options.read_timeout,
-            )
-            .await
+            let patience = if shares.spare.is_empty() {
+                options.read_timeout
+            } else {
+                options.read_timeout.min(METADATA_PATIENCE)
+            };
+            match fetch_share_metadata(&grid, storage_index, &cap, server, share, None, patience)
+                .await
             {
                 Ok((active, file_facts)) => {
                     facts = file_facts;
@@ -277,6 +279,7 @@ impl ChkReader {
             servers_asked: located.asked,
             found: located.candidates.len(),
             damage_reported: std::sync::atomic::AtomicBool::new(false),
+            throughput: Mutex::new(None),
         };
         let reader = ChkReader {
             inner: Arc::new(inner),
@@ -541,6 +544,8 @@ impl ChkReader {
         let mut data = self.take_buffer();
         if length > 0 {
             let timeout = self.inner.options.read_timeout;
+            let patience = self.patience(length).min(timeout);
+            let started = tokio::time::Instant::now();
             let read = storage.read_immutable_share_into(
                 self.inner.storage_index,
                 share.share,
@@ -548,12 +553,26 @@ impl ChkReader {
                 length,
                 &mut data,
             );
-            tokio::time::timeout(timeout, read).await.map_err(|_| {
-                ShareFault::Unavailable(format!(
-                    "no block data within {:.0} s",
-                    timeout.as_secs_f64()
-                ))
-            })??;
+            tokio::pin!(read);
+            // A stalled server (a stopped process, a dead link) is left for another share after a deadline
+            // sized by this file's reads so far; with no other share to turn to, the read waits its full time.
+            let answered = match tokio::time::timeout(patience, &mut read).await {
+                Ok(answer) => Some(answer),
+                Err(_) if self.has_spare_for(share.share) => None,
+                Err(_) => tokio::time::timeout(timeout - patience, &mut read)
+                    .await
+                    .ok(),
+            };
+            match answered {
+                Some(answer) => answer?,
+                None => {
+                    return Err(ShareFault::Unavailable(format!(
+                        "no block data within {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    )));
+                }
+            }
+            self.note_throughput(length, started.elapsed());
         }
         if (data.len() as u64) < length {
             return Err(ShareFault::Corrupt(format!(
@@ -581,6 +600,33 @@ impl ChkReader {
         Ok(data)
     }
 
+    /// How long a block read of `length` bytes may take before its share is given up for a spare: four times
+    /// what this file's reads so far say it should take, plus 2 s; before any, 5 s plus 8 MiB/s.
+    fn patience(&self, length: u64) -> Duration {
+        let length = length as f64;
+        match *lock(&self.inner.throughput) {
+            Some(rate) => Duration::from_secs_f64(2.0 + 4.0 * length / rate),
+            None => Duration::from_secs_f64(5.0 + length / f64::from(8u32 << 20)),
+        }
+    }
+
+    fn note_throughput(&self, length: u64, took: Duration) {
+        let rate = length as f64 / took.as_secs_f64().max(1e-3);
+        let mut average = lock(&self.inner.throughput);
+        *average = Some(match *average {
+            Some(before) => 0.7 * before + 0.3 * rate,
+            None => rate,
+        });
+    }
+
+    /// Whether a spare share could stand in for share `number` (a share number not in use).
+    fn has_spare_for(&self, number: ShareNumber) -> bool {
+        let shares = lock(&self.inner.shares);
+        shares.spare.iter().any(|&(_, spare)| {
+            spare == number || shares.active.iter().all(|active| active.share != spare)
+        })
+    }
+
     /// Brings the shares in use up to k distinct share numbers from the spares.
     async fn fill_active(&self) -> Result<(), DownloadError> {
         let inner = &self.inner;
@@ -605,8 +651,16 @@ impl ChkReader {
                     }
                 }
                 shares.spare = kept;
-                picked
+                // With more spares behind these, a server that does not answer for a few seconds is left for
+                // the next (a metadata read is a few KiB); the last hope is waited for in full.
+                let patience = if shares.spare.is_empty() {
+                    inner.options.read_timeout
+                } else {
+                    inner.options.read_timeout.min(METADATA_PATIENCE)
+                };
+                (picked, patience)
             };
+            let (next, patience) = next;
             if next.is_empty() {
                 let shares = lock(&inner.shares);
                 return Err(not_enough_found(
@@ -623,7 +677,7 @@ impl ChkReader {
                 let cap = inner.cap;
                 let si = inner.storage_index;
                 let expected = inner.facts.share_root;
-                let timeout = inner.options.read_timeout;
+                let timeout = patience;
                 fetches.spawn(async move {
                     let result = fetch_share_metadata(
                         &grid,
