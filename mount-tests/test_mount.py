@@ -299,6 +299,15 @@ def incoming_shares(grid, i):
     return n
 
 
+def stored_shares(grid, i):
+    """Number of complete shares node i holds (under storage/shares, outside incoming/)."""
+    n = 0
+    for path, _, files in os.walk(os.path.join(grid.dir, f"storage{i}", "storage", "shares")):
+        if "incoming" not in path.split(os.sep):
+            n += len(files)
+    return n
+
+
 class Bg(threading.Thread):
     """fn() in a thread; .result or .error once done."""
 
@@ -428,6 +437,77 @@ def t_servers(c):
             log("fresh mount (new data dir): both files identical")
     finally:
         g.start_nodes()
+
+
+@test("silent", 1800, 900)
+def t_silent(c):
+    """One storage node stopped with SIGSTOP (its connections open, nothing answered), through a mount that
+    reads only the grid: listings and small reads answer within 5 s, a 20 MiB read within 30 s, and writes,
+    directory changes and their fsync succeed within 60 s, as happiness still allows (4 of 5 nodes, happy 3)."""
+    g = c.grid
+    if c.fake:
+        c.skip("the whole silent-server test (it is about the grid client)")
+        return
+    rng = random.Random(c.a.seed + 5)
+    big_data = ml.random_bytes(rng, 20 * MiB)
+    small = {f"d/s{i}": ml.random_bytes(rng, 3000 + i) for i in range(5)}
+    m = c.mount("silent")
+    with m:
+        os.makedirs(os.path.join(m.path, "d"))
+        for name, data in small.items():
+            ml.write_file(os.path.join(m.path, name), data)
+        ml.write_file(os.path.join(m.path, "big.bin"), big_data, fsync=True)
+    m.data_dir = c.fresh_data_dir(m)
+    stopped = max(g.running(), key=lambda i: stored_shares(g, i))
+    pid = g.servers()[stopped]["pid"]
+    bounds = []
+
+    def timed(what, bound, fn):
+        t0 = time.monotonic()
+        out = fn()
+        took = time.monotonic() - t0
+        bounds.append(f"{what} {took:.2f} s (bound {bound} s)")
+        if took > bound:
+            raise TestError(f"with storage{stopped} stopped, {what} took {took:.1f} s (bound {bound} s)")
+        return out
+
+    with m:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            log(f"stopped storage{stopped} (pid {pid}, {stored_shares(g, stopped)} shares) with SIGSTOP")
+            names = timed("ls /", 5, lambda: sorted(os.listdir(m.path)))
+            if "big.bin" not in names or "d" not in names:
+                raise TestError(f"ls / shows {names}")
+            timed("ls -l d", 5, lambda: [os.stat(os.path.join(m.path, "d", n)) for n in os.listdir(
+                os.path.join(m.path, "d"))])
+            for name, data in small.items():
+                if timed(f"cat {name}", 5, lambda: ml.read_file(os.path.join(m.path, name))) != data:
+                    raise TestError(f"{name} reads back different")
+            if timed("read of big.bin (20 MiB)", 30, lambda: ml.read_file(os.path.join(m.path, "big.bin"))) \
+                    != big_data:
+                raise TestError("big.bin reads back different")
+            new = ml.random_bytes(rng, 2 * MiB)
+            timed("write + fsync of d/new (2 MiB)", 60,
+                  lambda: ml.write_file(os.path.join(m.path, "d", "new"), new, fsync=True))
+
+            def publish():
+                os.mkdir(os.path.join(m.path, "e"))
+                os.rename(os.path.join(m.path, "d", "s0"), os.path.join(m.path, "e", "s0"))
+                fd = os.open(os.path.join(m.path, "e"), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            timed("mkdir e, mv d/s0 e/, fsync e", 60, publish)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        log(f"with storage{stopped} silent: " + "; ".join(bounds))
+    m.data_dir = c.fresh_data_dir(m)
+    with m:
+        if ml.read_file(os.path.join(m.path, "d", "new")) != new or \
+                ml.read_file(os.path.join(m.path, "e", "s0")) != small["d/s0"]:
+            raise TestError("after the node came back, a fresh mount reads d/new or e/s0 differently")
+        log("storage node resumed; a fresh mount reads what was written while it was silent")
 
 
 # ---------------------------------------------------------------------------------------------------------------

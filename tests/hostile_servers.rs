@@ -250,3 +250,49 @@ fn a_read_turns_from_stalled_servers_to_others_promptly() {
         assert!(took < Duration::from_secs(20), "took {took:?}");
     });
 }
+
+/// A silent server once held every new file for the whole timeout (30 s): an upload's server queries and a new
+/// mutable file's first writes waited for it. Both now go around it once the others have answered.
+#[test]
+fn new_files_go_around_a_silent_server() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let honest = servers(5);
+        let grid = common::memory::grid_of(&honest);
+        honest[3].set_fault(tahoe_mount::storage::memory::Fault::Hanging);
+        let mut upload = upload_options();
+        upload.query_timeout = Duration::from_secs(30);
+        upload.write_timeout = Duration::from_secs(30);
+        let data = bytes(100_000, 23);
+        let started = Instant::now();
+        let uploaded = upload_file(&grid, temp_file(&data), &upload)
+            .await
+            .expect("upload around the silent server");
+        let upload_took = started.elapsed();
+        let mut mutable = MutableOptions::new(vec![3; 32]);
+        mutable.timeout = Duration::from_secs(30);
+        let params = MutableParams {
+            needed: 2,
+            happy: 3,
+            total: 5,
+            ..MutableParams::default_for(MutableFormat::Sdmf)
+        };
+        let started = Instant::now();
+        let file = MutableFile::create(grid.clone(), b"new", params, mutable)
+            .await
+            .expect("a new mutable file around the silent server");
+        let create_took = started.elapsed();
+        eprintln!("upload {upload_took:?}, mutable create {create_took:?}");
+        assert!(upload_took < Duration::from_secs(5), "upload took {upload_took:?}");
+        assert!(create_took < Duration::from_secs(5), "create took {create_took:?}");
+        honest[3].set_fault(tahoe_mount::storage::memory::Fault::None);
+        assert_eq!(file.read().await.unwrap().contents, b"new");
+        let FileCap::Chk(chk) = uploaded.cap else {
+            panic!("not a CHK")
+        };
+        let reader = ChkReader::open(grid.clone(), chk, DownloadOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(&reader.read(0, chk.size).await.unwrap()[..], &data[..]);
+    });
+}

@@ -323,6 +323,9 @@ async fn ask_server(
     }
 }
 
+/// The least an upload waits for the rest of the servers once those that answered can make it happy.
+const QUERY_GRACE: Duration = Duration::from_secs(1);
+
 /// Tahoe's server selection (`Tahoe2ServerSelector`): the first 2N servers in permuted order are asked whether
 /// a share fits (and, if none does, what they hold); shares are placed for happiness and allocated, the shares
 /// servers say they already have are counted, and placement is retried without servers that refuse, until
@@ -358,9 +361,23 @@ async fn select_servers(
     }
     let mut answers = BTreeMap::new();
     let mut unusable: BTreeMap<usize, String> = BTreeMap::new();
-    while let Some(joined) = asks.join_next().await {
+    // Once happiness is possible among the servers that answered, the rest get as long again (at least
+    // QUERY_GRACE): a silent server is then left out instead of holding the upload for the whole timeout.
+    let started = tokio::time::Instant::now();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut waiting: BTreeSet<usize> = candidates.iter().copied().collect();
+    loop {
+        let next = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, asks.join_next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => asks.join_next().await,
+        };
+        let Some(joined) = next else { break };
         let (index, answer) =
             joined.map_err(|e| UploadError::Failed(format!("query task: {e}")))?;
+        waiting.remove(&index);
         match answer {
             Ok(answer) => {
                 answers.insert(index, answer);
@@ -369,6 +386,19 @@ async fn select_servers(
                 unusable.insert(index, reason);
             }
         }
+        if deadline.is_none() && answers.len() >= usize::from(params.happy).max(1) {
+            deadline = Some(tokio::time::Instant::now() + started.elapsed().max(QUERY_GRACE));
+        }
+    }
+    for index in waiting {
+        unusable.insert(
+            index,
+            format!(
+                "{}: no answer within {:.1} s, when the others had answered; left out",
+                grid.servers()[index].name(),
+                started.elapsed().as_secs_f64()
+            ),
+        );
     }
     let permuted: Vec<usize> = candidates
         .iter()

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::join_all;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use super::layout::{self, SALT_SIZE, ShareBody, SignedPrefix};
 use super::servermap::{ServerMap, within};
@@ -346,22 +347,30 @@ pub async fn publish(
         if by_server.is_empty() {
             break;
         }
-        let servers: Vec<usize> = by_server.keys().copied().collect();
-        let outcomes = join_all(by_server.into_iter().map(|(server, writes)| {
-            write_server(
-                grid,
-                keys,
-                lease_secret,
-                server,
-                writes,
-                &new_checkstring,
-                timeout,
-            )
-        }))
-        .await;
+        let targets: Vec<usize> = by_server.keys().copied().collect();
+        let writes: Vec<_> = by_server
+            .into_iter()
+            .map(|(server, writes)| {
+                let new_checkstring = &new_checkstring;
+                async move {
+                    let outcome = write_server(
+                        grid,
+                        keys,
+                        lease_secret,
+                        server,
+                        writes,
+                        new_checkstring,
+                        timeout,
+                    )
+                    .await;
+                    (server, outcome)
+                }
+            })
+            .collect();
+        let outcomes = write_round(grid, &targets, writes).await;
         let mut surprise = None;
         let mut any_failed = false;
-        for (server, outcome) in servers.into_iter().zip(outcomes) {
+        for (server, outcome) in outcomes {
             match outcome {
                 WriteOutcome::Written => {
                     placed.extend(
@@ -406,6 +415,54 @@ pub async fn publish(
         )));
     }
     Ok(())
+}
+
+/// The least a publish waits for the last servers of a round once the others have answered.
+const WRITE_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs one round of writes to `targets`, one per server. Once half of them have answered, the rest get as long
+/// again (at least [`WRITE_GRACE`]) and then count as failed, so their shares go elsewhere in the next round
+/// instead of a silent server holding the publish for the whole timeout. A write left behind may still land; it
+/// holds the same share of the same version, which does no harm.
+async fn write_round<F>(
+    grid: &Grid,
+    targets: &[usize],
+    writes: Vec<F>,
+) -> Vec<(usize, WriteOutcome)>
+where
+    F: std::future::Future<Output = (usize, WriteOutcome)>,
+{
+    let mut pending: FuturesUnordered<F> = writes.into_iter().collect();
+    let started = tokio::time::Instant::now();
+    let mut outcomes = Vec::with_capacity(targets.len());
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, pending.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => pending.next().await,
+        };
+        let Some(outcome) = next else { break };
+        outcomes.push(outcome);
+        if deadline.is_none() && outcomes.len() * 2 >= targets.len() {
+            deadline = Some(tokio::time::Instant::now() + started.elapsed().max(WRITE_GRACE));
+        }
+    }
+    let waited = started.elapsed().as_secs_f64();
+    for &server in targets {
+        if outcomes.iter().all(|(answered, _)| *answered != server) {
+            outcomes.push((
+                server,
+                WriteOutcome::Failed(format!(
+                    "{}: no answer within {waited:.1} s, when the other servers had answered",
+                    grid.servers()[server].name()
+                )),
+            ));
+        }
+    }
+    outcomes
 }
 
 fn describe_failures(grid: &Grid, failures: &BTreeMap<usize, String>, headline: String) -> String {
