@@ -510,6 +510,83 @@ def t_silent(c):
         log("storage node resumed; a fresh mount reads what was written while it was silent")
 
 
+@test("fulldisk", 1800, 900)
+def t_fulldisk(c):
+    """The mount's data directory on a 48 MiB tmpfs that fills: a write past the free space fails with ENOSPC
+    (the spool limit, when it comes first, with EDQUOT), the failed file's spool copy is removed when it is
+    closed and unlinked, mount.log keeps the cause and stays 0600, and the mount goes on working."""
+    if c.fake:
+        c.skip("the whole full-disk test (it is about the spool)")
+        return
+    base = c.dir("t", "fulldisk")
+    data = os.path.join(base, "data")
+    os.makedirs(data, exist_ok=True)
+    if os.path.ismount(data):
+        ml.run(["umount", data])
+    ml.run(["mount", "-t", "tmpfs", "-o", "size=48m,mode=0700", "tmpfs", data])
+    try:
+        m = c.mount("fulldisk", options=[f"spool_size={1024 * MiB}"], foreground=False)
+        # A tiny log limit, so that the rotation to mount.log.1 shows within this test.
+        os.environ["TAHOE_MOUNT_LOG_LIMIT"] = "150"
+        with m:
+            ml.write_file(os.path.join(m.path, "before"), b"before\n", fsync=True)
+            path = os.path.join(m.path, "too-big")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            written, err = 0, None
+            chunk = ml.random_bytes(random.Random(3), MiB)
+            try:
+                while written < 96 * MiB:
+                    written += os.write(fd, chunk)
+            except OSError as e:
+                err = e
+            try:
+                os.close(fd)
+                closed = "close succeeded"
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise TestError(f"close after the failed write: {e!r}, not ENOSPC")
+                closed = "close failed with ENOSPC"
+            if err is None:
+                raise TestError(f"wrote {written / MiB:.0f} MiB to a 48 MiB disk without an error")
+            log(f"write failed after {written / MiB:.0f} MiB: {err!r}; {closed}")
+            if err.errno != errno.ENOSPC:
+                raise TestError(f"a write to a full disk failed with {errno.errorcode.get(err.errno)}, not ENOSPC")
+            os.unlink(path)
+            spool_files = [os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(data, "spool")) for f in fs
+                           if not f.startswith("journal")]
+            used = sum(os.path.getsize(f) for f in spool_files)
+            if used > 8 * MiB:
+                raise TestError(f"after the failed file was closed and unlinked, the spool holds {used / MiB:.1f} "
+                                f"MiB: {spool_files}")
+            ml.write_file(os.path.join(m.path, "after"), b"after\n", fsync=True)
+            if ml.read_file(os.path.join(m.path, "before")) != b"before\n":
+                raise TestError("a file written before the disk filled reads back different")
+            log("ENOSPC at the full disk, at write and at close; the failed file's spool copy is gone; the mount "
+                "goes on writing")
+        # The daemon logs its last line as it exits: by then the log has passed its limit and been rotated.
+        logs = [os.path.join(data, n) for n in ("mount.log", "mount.log.1")]
+        t0 = time.monotonic()
+        while not all(os.path.exists(f) for f in logs) and time.monotonic() - t0 < 30:
+            time.sleep(0.2)
+        if not all(os.path.exists(f) for f in logs):
+            raise TestError(f"with a 150-byte log limit, the log was not rotated: {os.listdir(data)}")
+        log_text = "".join(ml.read_file(f).decode(errors="replace") for f in logs)
+        if "No space left" not in log_text:
+            raise TestError("mount.log does not say the disk filled:\n" + ml.tail(log_text, 10))
+        for f in logs:
+            st = os.stat(f)
+            if st.st_mode & 0o777 != 0o600 or st.st_size > 150 + 4096:
+                raise TestError(f"{f}: mode {st.st_mode & 0o777:o}, {st.st_size} bytes (limit 150 + a line)")
+        log("mount.log says the disk filled, is 0600, and was rotated to mount.log.1 at its limit:\n"
+            + ml.tail(log_text, 4))
+    finally:
+        os.environ.pop("TAHOE_MOUNT_LOG_LIMIT", None)
+        # Kept beside the tmpfs, which goes away, for whoever reads a failure.
+        if os.path.exists(os.path.join(data, "mount.log")):
+            shutil.copy(os.path.join(data, "mount.log"), os.path.join(base, "mount.log"))
+        ml.run(["umount", "-l", data], check=False)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # e. fsx
 

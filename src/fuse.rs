@@ -45,7 +45,7 @@ impl FuseAdapter {
 /// written to the log with their cause (other errors are the application's own business: ENOENT, EEXIST, ...).
 fn errno(e: &FsError) -> Errno {
     if matches!(e, FsError::Grid(_) | FsError::Local(_)) {
-        eprintln!("tahoe-mount: a request failed with {}: {e}", e.errno());
+        crate::log_line!("tahoe-mount: a request failed with {}: {e}", e.errno());
     }
     Errno::from_i32(e.errno())
 }

@@ -9,6 +9,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod daemon_log;
 pub mod dirnode;
 pub mod erasure;
 pub mod fs;

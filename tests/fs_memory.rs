@@ -694,3 +694,31 @@ fn fsync_succeeds_with_one_server_of_five_down_when_happiness_allows() {
         assert_eq!(world.grid_file(&["e", "f"]).await, b"before");
     });
 }
+
+/// The spool's own limit is a quota: a write that would pass it, with no upload under way to free room, fails
+/// with EDQUOT (a full disk is ENOSPC, from the disk itself: the mount test `fulldisk`).
+#[test]
+fn a_write_past_the_spool_limit_fails_with_edquot() {
+    common::runtime().block_on(async {
+        let world = World::new("quota").await;
+        let mut small = options();
+        small.spool_bytes = 64 << 10;
+        let fs = world.mount_with("spool", small);
+        // The root is listed once; then no upload can free the spool.
+        fs.lookup(ROOT_INO, "x").await.unwrap_err();
+        for server in &world.servers {
+            server.set_fault(Fault::Down);
+        }
+        let (_, opened) = fs
+            .create(ROOT_INO, "f", 0o644, libc::O_WRONLY)
+            .await
+            .unwrap();
+        fs.write(opened.fh, 0, &pattern(60 << 10, 1)).await.unwrap();
+        let error = fs
+            .write(opened.fh, 60 << 10, &pattern(10 << 10, 2))
+            .await
+            .unwrap_err();
+        assert_eq!(error.errno(), libc::EDQUOT, "{error}");
+        fs.release(opened.fh);
+    });
+}

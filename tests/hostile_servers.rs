@@ -283,8 +283,14 @@ fn new_files_go_around_a_silent_server() {
             .expect("a new mutable file around the silent server");
         let create_took = started.elapsed();
         eprintln!("upload {upload_took:?}, mutable create {create_took:?}");
-        assert!(upload_took < Duration::from_secs(5), "upload took {upload_took:?}");
-        assert!(create_took < Duration::from_secs(5), "create took {create_took:?}");
+        assert!(
+            upload_took < Duration::from_secs(5),
+            "upload took {upload_took:?}"
+        );
+        assert!(
+            create_took < Duration::from_secs(5),
+            "create took {create_took:?}"
+        );
         honest[3].set_fault(tahoe_mount::storage::memory::Fault::None);
         assert_eq!(file.read().await.unwrap().contents, b"new");
         let FileCap::Chk(chk) = uploaded.cap else {

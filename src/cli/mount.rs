@@ -3,7 +3,7 @@
 //! through which `status` and `unmount` reach a running mount.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -215,7 +215,7 @@ fn canonical_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
         Ok(_) => bail!("{}: the mountpoint is not a directory", path.display()),
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             // A mount whose process died (kill -9, a crash): clear it away, as a user would have to.
-            eprintln!(
+            crate::log_line!(
                 "tahoe-mount: {} is a dead mount (its process is gone); unmounting it first",
                 path.display()
             );
@@ -351,15 +351,8 @@ pub(super) fn mount(mut args: MountArgs) -> anyhow::Result<()> {
 fn start_background(args: &MountArgs, typed: &(String, Option<String>)) -> anyhow::Result<()> {
     let data = data_dir(args.data_dir.as_deref())?;
     crate::config::create_private_dir(&data)?;
-    let log_path = data.join("mount.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&log_path)
-        .with_context(|| format!("{}", log_path.display()))?;
-    // Made 0600 by older versions too: the log names files and servers.
-    log.set_permissions(std::fs::Permissions::from_mode(0o600))
+    let log_path = data.join(crate::daemon_log::FILE_NAME);
+    let log = crate::daemon_log::open_for_daemon(&log_path)
         .with_context(|| format!("{}", log_path.display()))?;
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if argv.first().is_none_or(|a| a != "mount") {
@@ -409,7 +402,7 @@ fn start_background(args: &MountArgs, typed: &(String, Option<String>)) -> anyho
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap_or_default();
         if line == READY {
-            eprintln!(
+            crate::log_line!(
                 "tahoe-mount: mounted {} (process {}; log {}); `tahoe-mount unmount {0}` waits for uploads",
                 args.mountpoint.display(),
                 child.id(),
@@ -417,7 +410,7 @@ fn start_background(args: &MountArgs, typed: &(String, Option<String>)) -> anyho
             );
             return Ok(());
         }
-        eprintln!("{line}");
+        crate::log_line!("{line}");
     }
     let status = child.wait()?;
     bail!(
@@ -634,14 +627,14 @@ fn run_mount_inner(
         )
         .with_context(|| format!("the spool at {}", spool_dir.display()))?;
         for warning in warnings {
-            eprintln!("tahoe-mount: warning: {warning}");
+            crate::log_line!("tahoe-mount: warning: {warning}");
         }
         let _ = mounted.set(fs.clone());
         runtime.spawn(maintainer.clone().run());
         fs
     };
     if fs.pending_count() > 0 {
-        eprintln!(
+        crate::log_line!(
             "tahoe-mount: {} changes left by an earlier run are being uploaded and linked",
             fs.pending_count()
         );
@@ -652,8 +645,8 @@ fn run_mount_inner(
             Ok(report) => report
                 .warnings
                 .iter()
-                .for_each(|w| eprintln!("tahoe-mount: grid: {w}")),
-            Err(e) => eprintln!("tahoe-mount: grid: cannot refresh the server list: {e}"),
+                .for_each(|w| crate::log_line!("tahoe-mount: grid: {w}")),
+            Err(e) => crate::log_line!("tahoe-mount: grid: cannot refresh the server list: {e}"),
         });
     }
 
@@ -701,7 +694,7 @@ fn run_mount_inner(
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminate.recv() => {}
             }
-            eprintln!(
+            crate::log_line!(
                 "tahoe-mount: signalled: unmounting (pending uploads go on; the journal keeps them)"
             );
             let _ = crate::cli::mount::unmount_now(&unmounter);
@@ -714,10 +707,10 @@ fn run_mount_inner(
     }
     let ended = session.run();
     let _ = std::fs::remove_file(&socket);
-    eprintln!("tahoe-mount: unmounted {}", mountpoint.display());
+    crate::log_line!("tahoe-mount: unmounted {}", mountpoint.display());
     runtime.block_on(fs.drain(|count, bytes| {
         if count > 0 {
-            eprintln!(
+            crate::log_line!(
                 "tahoe-mount: waiting for {count} changes ({}) to reach the grid",
                 human_bytes(bytes)
             );
@@ -915,7 +908,7 @@ pub(super) fn unmount(mountpoint: &Path, data_dir_arg: Option<&Path>) -> anyhow:
             if is_mounted(
                 &std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned()),
             ) {
-                eprintln!("tahoe-mount: {e:#}; unmounting it directly");
+                crate::log_line!("tahoe-mount: {e:#}; unmounting it directly");
                 return lazy_unmount(mountpoint);
             }
             return Err(e);
@@ -933,7 +926,7 @@ pub(super) fn unmount(mountpoint: &Path, data_dir_arg: Option<&Path>) -> anyhow:
         if let Some(why) = line.strip_prefix("error: ") {
             bail!("{why}");
         }
-        eprintln!("tahoe-mount: {line}");
+        crate::log_line!("tahoe-mount: {line}");
     }
     let mountpoint = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned());
     if is_mounted(&mountpoint) {
@@ -942,7 +935,7 @@ pub(super) fn unmount(mountpoint: &Path, data_dir_arg: Option<&Path>) -> anyhow:
             mountpoint.display()
         );
     }
-    eprintln!("tahoe-mount: unmounted {}", mountpoint.display());
+    crate::log_line!("tahoe-mount: unmounted {}", mountpoint.display());
     Ok(())
 }
 

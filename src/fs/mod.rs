@@ -84,12 +84,21 @@ impl FsError {
             FsError::ReadOnly(_) => libc::EROFS,
             FsError::Invalid(_) => libc::EINVAL,
             FsError::NameTooLong => libc::ENAMETOOLONG,
-            FsError::NoSpace(_) => libc::ENOSPC,
+            // The spool's own limit, not the disk's: a quota.
+            FsError::NoSpace(_) => libc::EDQUOT,
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::BadHandle => libc::EBADF,
             FsError::Unsupported(_) => libc::EOPNOTSUPP,
             FsError::Grid(_) => libc::EIO,
-            FsError::Local(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            FsError::Local(e) => e.raw_os_error().unwrap_or(match e.kind() {
+                // Errors given a path for the log keep their kind but lose their number.
+                std::io::ErrorKind::StorageFull => libc::ENOSPC,
+                std::io::ErrorKind::QuotaExceeded => libc::EDQUOT,
+                std::io::ErrorKind::PermissionDenied => libc::EACCES,
+                std::io::ErrorKind::ReadOnlyFilesystem => libc::EROFS,
+                std::io::ErrorKind::NotFound => libc::ENOENT,
+                _ => libc::EIO,
+            }),
         }
     }
 }
@@ -198,7 +207,7 @@ pub struct FsOptions {
     pub immutable_ttl: Duration,
     /// Bytes of open immutable files' verified segments kept in memory, all files together.
     pub cache_bytes: usize,
-    /// Most bytes in the spool; writes beyond wait for uploads, then fail with ENOSPC.
+    /// Most bytes in the spool; writes beyond wait for uploads, then fail with EDQUOT.
     pub spool_bytes: u64,
     /// How long a directory's changes gather before they are published together.
     pub publish_delay: Duration,
@@ -1583,13 +1592,31 @@ impl Fs {
         if spool.is_sealed() {
             return Ok(None);
         }
-        spool.seal()?;
+        let previous = file.linked.clone();
+        if let Err(e) = spool.seal() {
+            // A full disk, most likely: these bytes can be kept neither durably nor at all, so they go, and
+            // their space with them (the name keeps what it linked before; the caller is told why).
+            file.spool = None;
+            spool.release();
+            return Err(e.into());
+        }
         if file.mtime_dirty {
             meta::set_mtime(&mut inode.metadata, SystemTime::now());
             file.mtime_dirty = false;
         }
         file.linked = Target::Spool(spool.clone());
-        let seq = self.relink(&mut state, ino, true)?;
+        let seq = match self.relink(&mut state, ino, true) {
+            Ok(seq) => seq,
+            Err(e) => {
+                // The journal could not record the new contents (a full disk): as above.
+                if let Some(Node::File(file)) = state.inodes.get_mut(&ino).map(|i| &mut i.node) {
+                    file.linked = previous;
+                    file.spool = None;
+                }
+                spool.release();
+                return Err(e);
+            }
+        };
         drop(state);
         if seq.is_none() {
             // Unlinked while open: nothing will ever link these bytes.

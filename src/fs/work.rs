@@ -87,7 +87,7 @@ impl Fs {
                     }
                 }
                 Err(e) => {
-                    eprintln!("tahoe-mount: upload of a spooled file failed (retried): {e}");
+                    crate::log_line!("tahoe-mount: upload of a spooled file failed (retried): {e}");
                     {
                         let mut state = self.state();
                         state.activity.upload_failures += 1;
@@ -141,7 +141,7 @@ impl Fs {
                     .write_entry(&journal_key(key.as_bytes(), &entry.name), entry, true)
             {
                 // The entry still names the spool file, which therefore stays; the next run uploads it again.
-                eprintln!(
+                crate::log_line!(
                     "tahoe-mount: cannot update the journal for {:?}: {e}",
                     entry.name
                 );
@@ -241,7 +241,9 @@ impl Fs {
                                     .spool
                                     .remove_entry(&journal_key(key.as_bytes(), name))
                                 {
-                                    eprintln!("tahoe-mount: cannot remove a journal entry: {e}");
+                                    crate::log_line!(
+                                        "tahoe-mount: cannot remove a journal entry: {e}"
+                                    );
                                 }
                             }
                         }
@@ -265,7 +267,7 @@ impl Fs {
                         false
                     }
                     Err(e) => {
-                        eprintln!("tahoe-mount: directory publish failed (retried): {e}");
+                        crate::log_line!("tahoe-mount: directory publish failed (retried): {e}");
                         state.activity.publish_failures += 1;
                         state.errors.epoch += 1;
                         let epoch = state.errors.epoch;

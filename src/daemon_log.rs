@@ -1,0 +1,98 @@
+//! The mount's log: one line per event on standard error, which is `mount.log` for a background mount. Writing a
+//! line never fails its caller (a full disk must not turn a request's error into a panic, as `eprintln!` would),
+//! and a `mount.log` is rotated to `mount.log.1` when it passes [`limit`] bytes, so the log takes at most twice
+//! that on disk however long the mount runs.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The name of a background mount's log, in its data directory.
+pub const FILE_NAME: &str = "mount.log";
+/// Bytes a log file may reach before it is rotated; `TAHOE_MOUNT_LOG_LIMIT` overrides it (for tests).
+const DEFAULT_LIMIT: u64 = 8 << 20;
+
+/// Writes a line to the log; see the module documentation.
+#[macro_export]
+macro_rules! log_line {
+    ($($arg:tt)*) => {
+        $crate::daemon_log::write_line(&format!($($arg)*))
+    };
+}
+
+pub fn limit() -> u64 {
+    std::env::var("TAHOE_MOUNT_LOG_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_LIMIT)
+}
+
+/// Writes `text` and a newline to standard error, rotating a large `mount.log` first; errors are dropped.
+pub fn write_line(text: &str) {
+    static ROTATING: Mutex<()> = Mutex::new(());
+    {
+        let _one = ROTATING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(log) = std::fs::read_link("/proc/self/fd/2")
+            && log.file_name().is_some_and(|name| name == FILE_NAME)
+            && std::fs::metadata(&log).is_ok_and(|m| m.len() >= limit())
+        {
+            let _ = rotate_into_stderr(&log);
+        }
+    }
+    let mut stderr = std::io::stderr().lock();
+    let lost = LOST.load(Ordering::Relaxed);
+    if lost > 0
+        && writeln!(
+            stderr,
+            "tahoe-mount: {lost} log lines were lost (no room on the log's disk)"
+        )
+        .is_ok()
+    {
+        LOST.fetch_sub(lost, Ordering::Relaxed);
+    }
+    if writeln!(stderr, "{text}").is_err() {
+        LOST.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Lines that could not be written, told in the next line that can.
+static LOST: AtomicU64 = AtomicU64::new(0);
+
+/// Moves `log` to `log.1` (replacing it) and makes a new, empty `log` (0600) this process's standard error.
+fn rotate_into_stderr(log: &Path) -> std::io::Result<()> {
+    std::fs::rename(log, log.with_file_name(format!("{FILE_NAME}.1")))?;
+    let file = open(log)?;
+    // SAFETY: dup2 duplicates a descriptor this process owns (the new file's, closed when `file` drops) onto
+    // standard error, which stays open; no Rust object owns descriptor 2's previous file exclusively.
+    if unsafe { libc::dup2(file.as_raw_fd(), 2) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Opens (or makes) a log file for appending, 0600 (it names files and servers).
+pub fn open(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    // Made 0644 by older versions.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+/// A background mount's log before its process starts: `log` moved to `log.1` when it is past the limit, then
+/// opened for appending.
+pub fn open_for_daemon(log: &Path) -> std::io::Result<std::fs::File> {
+    if std::fs::metadata(log).is_ok_and(|m| m.len() >= limit()) {
+        std::fs::rename(log, log.with_file_name(format!("{FILE_NAME}.1")))?;
+    }
+    open(log)
+}
