@@ -587,6 +587,76 @@ def t_fulldisk(c):
         ml.run(["umount", "-l", data], check=False)
 
 
+def wait_gone(m, bound, what):
+    """Waits up to `bound` seconds for m's daemon to exit and its mount to go; returns the seconds it took."""
+    t0 = time.monotonic()
+    while m.alive() or ml.is_mounted(m.path):
+        if time.monotonic() - t0 > bound:
+            raise TestError(f"{what}: the daemon (pid {m.pid}) still runs, or the mount is still there, after "
+                            f"{bound} s:\n" + m.log_tail())
+        time.sleep(0.1)
+    m.pid = None
+    return time.monotonic() - t0
+
+
+@test("signals", 1800, 900)
+def t_signals(c):
+    """A daemon stops promptly however it is told while its uploads cannot complete (3 of 5 nodes stopped, so
+    happiness 3 is out of reach): on SIGTERM within 10 s; after `fusermount3 -u` once the grid has refused for a
+    minute; `tahoe-mount unmount` gives up after --stuck-after, says why and leaves the mount up, and
+    `unmount --keep-pending` unmounts at once. Every file closed before is uploaded by the next mount."""
+    g = c.grid
+    if c.fake:
+        c.skip("the whole signals test (it is about the daemon)")
+        return
+    rng = random.Random(c.a.seed + 9)
+    files = {}
+    m = c.mount("signals", foreground=False)
+    try:
+        for round_name in ("sigterm", "fusermount", "unmount"):
+            with m:
+                g.stop_nodes(*g.running()[:3])
+                data = ml.random_bytes(rng, 300_000)
+                ml.write_file(os.path.join(m.path, round_name), data)
+                files[round_name] = data
+                if round_name == "sigterm":
+                    os.kill(m.pid, signal.SIGTERM)
+                    took = wait_gone(m, 10, "SIGTERM")
+                    log(f"SIGTERM with an upload that cannot complete: daemon gone in {took:.1f} s")
+                elif round_name == "fusermount":
+                    ml.run(["fusermount3", "-u", m.path])
+                    took = wait_gone(m, 120, "fusermount3 -u")
+                    log(f"fusermount3 -u with an upload that cannot complete: daemon gone in {took:.1f} s")
+                else:
+                    t0 = time.monotonic()
+                    p = ml.run([g.bin, "unmount", "--data-dir", m.data_dir, "--stuck-after", "5", m.path],
+                               check=False, timeout=300, env=g.env())
+                    took = time.monotonic() - t0
+                    said = p.out + p.err
+                    if p.returncode == 0 or "--keep-pending" not in said or not ml.is_mounted(m.path):
+                        raise TestError(f"unmount with the grid refusing: exit {p.returncode} after {took:.0f} s, "
+                                        f"mounted {ml.is_mounted(m.path)}:\n{ml.tail(said)}")
+                    log(f"unmount --stuck-after 5 gave up after {took:.1f} s, the mount stays: "
+                        f"{said.strip().splitlines()[-1][:300]}")
+                    t0 = time.monotonic()
+                    ml.run([g.bin, "unmount", "--data-dir", m.data_dir, "--keep-pending", m.path], timeout=60,
+                           env=g.env())
+                    took = wait_gone(m, 10, "unmount --keep-pending")
+                    log(f"unmount --keep-pending: daemon gone in {took:.1f} s")
+            g.start_nodes()
+        # The same data directory: the journal replays, and the files go to the grid.
+        with m:
+            m.unmount()
+        m.data_dir = c.fresh_data_dir(m)
+        with m:
+            for name, data in files.items():
+                if ml.read_file(os.path.join(m.path, name)) != data:
+                    raise TestError(f"{name}, closed before the daemon was stopped, is not on the grid")
+        log("a mount of the same data directory uploaded all three; a fresh mount reads them back")
+    finally:
+        g.start_nodes()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # e. fsx
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod check;
+mod control;
 mod directories;
 mod gsd;
 mod maintain;
@@ -142,12 +143,19 @@ enum Command {
     /// its writecap saved in the configuration directory) and goes to the background once the mount is ready.
     /// `close` returns once a file is in the local spool; `fsync` once it is on the grid and linked.
     Mount(mount::MountArgs),
-    /// Unmount: waits until every pending upload is on the grid (printing progress), then unmounts.
+    /// Unmount: waits until every pending upload is on the grid (printing progress), then unmounts. When the
+    /// grid keeps refusing them, stops waiting, says why and leaves the mount up.
     Unmount {
         mountpoint: PathBuf,
         /// The data directory the mount was started with, if not the default.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Unmount now; what is not on the grid yet stays in the journal, and the next mount uploads it.
+        #[arg(long)]
+        keep_pending: bool,
+        /// Stop waiting when the grid has refused the pending changes, and none got through, for this long.
+        #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
+        stuck_after: f64,
     },
     /// Show a mount's pending uploads and its servers.
     Status {
@@ -305,11 +313,19 @@ pub fn run() -> ExitCode {
         Command::Unmount {
             mountpoint,
             data_dir,
-        } => mount::unmount(&mountpoint, data_dir.as_deref()),
+            keep_pending,
+            stuck_after,
+        } => control::unmount(
+            &mountpoint,
+            data_dir.as_deref(),
+            keep_pending,
+            std::time::Duration::try_from_secs_f64(stuck_after)
+                .unwrap_or(control::DEFAULT_STUCK_AFTER),
+        ),
         Command::Status {
             mountpoint,
             data_dir,
-        } => mount::status(&mountpoint, data_dir.as_deref()),
+        } => control::status(&mountpoint, data_dir.as_deref()),
         Command::Cap { cap } => describe_cap(&cap),
         Command::Kernels => list_kernels(),
         Command::Servers { servers, timeout } => list_servers(&servers, timeout),

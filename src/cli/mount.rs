@@ -3,16 +3,18 @@
 //! through which `status` and `unmount` reach a running mount.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use super::control::{
+    Control, STOPPING_GRACE, Waited, control_socket, serve_control, wait_for_pending,
+};
 use super::gsd::{Joined, join_on};
 use super::human_bytes;
 use crate::cap::{Cap, MutableFormat};
@@ -27,6 +29,9 @@ use crate::mutable::{MutableOptions, MutableParams};
 
 /// Where the spool, the journal and the control sockets live when nothing else says.
 pub const DATA_DIR_ENV: &str = "TAHOE_MOUNT_DATA_DIR";
+/// How long a mount process, once unmounted, waits while the grid refuses its pending changes before it exits.
+const STUCK_AFTER_UNMOUNT: Duration = Duration::from_secs(60);
+
 /// The line a background mount prints when the mount is ready.
 const READY: &str = "tahoe-mount: ready";
 
@@ -199,16 +204,6 @@ pub(super) fn data_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         .context("cannot tell where to keep the spool: HOME is not set (use --data-dir)")
 }
 
-/// The control socket of the mount at `mountpoint` (a short name: socket paths are limited to 108 bytes).
-fn control_socket(data_dir: &Path, mountpoint: &Path) -> PathBuf {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(mountpoint.as_os_str().as_encoded_bytes());
-    data_dir.join("mounts").join(format!(
-        "{}.sock",
-        data_encoding::HEXLOWER.encode(&digest[..8])
-    ))
-}
-
 fn canonical_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {}
@@ -232,7 +227,7 @@ fn canonical_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
     std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))
 }
 
-fn is_mounted(path: &Path) -> bool {
+pub(super) fn is_mounted(path: &Path) -> bool {
     let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
         return false;
     };
@@ -245,7 +240,7 @@ fn is_mounted(path: &Path) -> bool {
 }
 
 /// Unmounts `path` even while busy or dead: `fusermount3 -uz`, or `umount -l` as root.
-fn lazy_unmount(path: &Path) -> anyhow::Result<()> {
+pub(super) fn lazy_unmount(path: &Path) -> anyhow::Result<()> {
     let attempts: [(&str, &[&str]); 3] = [
         ("fusermount3", &["-u", "-z"]),
         ("fusermount", &["-u", "-z"]),
@@ -671,18 +666,19 @@ fn run_mount_inner(
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     let unmounter = Arc::new(Mutex::new(session.unmount_callable()));
     let socket = control_socket(&data, mountpoint);
+    let stopping = Arc::new(AtomicBool::new(false));
     serve_control(
         &socket,
         Control {
             fs: fs.clone(),
             joined: joined.clone(),
             maintainer: maintainer.clone(),
-            runtime: runtime.handle().clone(),
             unmounter: unmounter.clone(),
+            stopping: stopping.clone(),
         },
     )?;
     {
-        let unmounter = unmounter.clone();
+        let (unmounter, stopping) = (unmounter.clone(), stopping.clone());
         let _entered = runtime.enter();
         runtime.spawn(async move {
             let mut terminate =
@@ -695,9 +691,11 @@ fn run_mount_inner(
                 _ = terminate.recv() => {}
             }
             crate::log_line!(
-                "tahoe-mount: signalled: unmounting (pending uploads go on; the journal keeps them)"
+                "tahoe-mount: signalled: unmounting and exiting (what is not on the grid yet stays in the \
+                 journal for the next mount)"
             );
-            let _ = crate::cli::mount::unmount_now(&unmounter);
+            stopping.store(true, Ordering::SeqCst);
+            let _ = unmount_now(&unmounter);
         });
     }
     say(READY);
@@ -708,14 +706,34 @@ fn run_mount_inner(
     let ended = session.run();
     let _ = std::fs::remove_file(&socket);
     crate::log_line!("tahoe-mount: unmounted {}", mountpoint.display());
-    runtime.block_on(fs.drain(|count, bytes| {
-        if count > 0 {
-            crate::log_line!(
-                "tahoe-mount: waiting for {count} changes ({}) to reach the grid",
-                human_bytes(bytes)
-            );
-        }
-    }));
+    // Unmounted by `unmount` (which waited), by `fusermount3 -u` or by a signal: go on uploading while the grid
+    // takes the changes (a signal or --keep-pending allows a few seconds), then exit; what is left stays in the
+    // journal, which the next mount replays.
+    let stopping = stopping.load(Ordering::SeqCst);
+    let waited = wait_for_pending(
+        &fs,
+        STUCK_AFTER_UNMOUNT,
+        stopping.then(|| Instant::now() + STOPPING_GRACE),
+        |count, bytes| {
+            if count > 0 {
+                crate::log_line!(
+                    "tahoe-mount: waiting for {count} changes ({}) to reach the grid",
+                    human_bytes(bytes)
+                );
+            }
+        },
+    );
+    if waited != Waited::Done {
+        crate::log_line!(
+            "tahoe-mount: exiting with {} changes not on the grid yet{}; they are in the journal, and the next \
+             mount of this grid uploads them",
+            fs.pending_count(),
+            match &waited {
+                Waited::Stuck(why) => format!(" ({why})"),
+                _ => String::new(),
+            }
+        );
+    }
     ended.context("the FUSE session failed")?;
     Ok(())
 }
@@ -757,196 +775,6 @@ pub(super) fn unmount_now(unmounter: &Mutex<fuser::SessionUnmounter>) -> std::io
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .unmount()
-}
-
-/// What the control socket answers from: the mount's parts.
-#[derive(Clone)]
-struct Control {
-    fs: Fs,
-    joined: Joined,
-    maintainer: Maintainer,
-    runtime: tokio::runtime::Handle,
-    unmounter: Arc<Mutex<fuser::SessionUnmounter>>,
-}
-
-/// Answers `status` and `unmount` on a Unix socket (0600 in a 0700 directory).
-fn serve_control(socket: &Path, control: Control) -> anyhow::Result<()> {
-    let dir = socket.parent().context("socket path")?;
-    crate::config::create_private_dir(dir)?;
-    if let Ok(meta) = std::fs::symlink_metadata(socket)
-        && meta.file_type().is_socket()
-    {
-        let _ = std::fs::remove_file(socket);
-    }
-    let listener = UnixListener::bind(socket)
-        .with_context(|| format!("control socket {}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("control socket {}", socket.display()))?;
-    std::thread::Builder::new()
-        .name("control".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let control = control.clone();
-                std::thread::spawn(move || {
-                    let _ = answer(stream, &control);
-                });
-            }
-        })?;
-    Ok(())
-}
-
-fn answer(stream: UnixStream, control: &Control) -> std::io::Result<()> {
-    let fs = &control.fs;
-    let mut request = String::new();
-    BufReader::new(&stream).read_line(&mut request)?;
-    let mut out = &stream;
-    match request.trim() {
-        "status" => {
-            out.write_all(status_text(control).as_bytes())?;
-        }
-        "unmount" => {
-            let mut failed = None;
-            control.runtime.block_on(fs.drain(|count, bytes| {
-                if count > 0
-                    && let Err(e) = writeln!(
-                        out,
-                        "waiting for {count} changes ({}) to reach the grid",
-                        human_bytes(bytes)
-                    )
-                {
-                    failed = Some(e);
-                }
-            }));
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            // Said first: once unmounted, this process may finish and exit before another line gets out.
-            writeln!(out, "unmounting")?;
-            match unmount_now(&control.unmounter) {
-                Ok(()) => {
-                    // The connection stays open until this process has finished and exits: its end tells the
-                    // client that the mount is gone for good (and its spool free for the next mount).
-                    std::mem::forget(stream);
-                }
-                Err(e) => writeln!(out, "error: cannot unmount: {e}")?,
-            }
-        }
-        other => writeln!(out, "error: unknown request {other:?}")?,
-    }
-    Ok(())
-}
-
-fn status_text(control: &Control) -> String {
-    let (fs, joined) = (&control.fs, &control.joined);
-    let mut text = String::new();
-    let pending = fs.pending();
-    let bytes: u64 = pending.iter().map(|p| p.bytes).sum();
-    text.push_str(&format!(
-        "pending: {} changes, {} to upload\n",
-        pending.len(),
-        human_bytes(bytes)
-    ));
-    for item in &pending {
-        text.push_str(&format!(
-            "  {}  {}  {}\n",
-            item.path,
-            human_bytes(item.bytes),
-            item.state
-        ));
-    }
-    let a = fs.activity();
-    text.push_str(&format!(
-        "since mounted: {} uploads ({}), {} directory versions published carrying {} changes, {} directories \
-         made, {} listings read ({} set aside), {} upload and {} publish attempts failed\n",
-        a.uploads,
-        human_bytes(a.bytes_uploaded),
-        a.publishes,
-        a.changes_published,
-        a.directories_made,
-        a.listings,
-        a.listings_dropped,
-        a.upload_failures,
-        a.publish_failures
-    ));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    text.push_str(&control.maintainer.status().describe(now));
-    let view = joined.view();
-    text.push_str(&format!(
-        "servers: {} (grid service directory version {})\n",
-        view.servers.len(),
-        view.gsd_seqnum
-    ));
-    for server in &view.servers {
-        text.push_str(&format!(
-            "  {}  {}\n",
-            server.petname,
-            server.info.display_name()
-        ));
-    }
-    text
-}
-
-fn connect_control(mountpoint: &Path, data_dir_arg: Option<&Path>) -> anyhow::Result<UnixStream> {
-    let mountpoint = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned());
-    let socket = control_socket(&data_dir(data_dir_arg)?, &mountpoint);
-    UnixStream::connect(&socket).with_context(|| {
-        format!(
-            "no tahoe-mount is serving {} (its control socket {} does not answer)",
-            mountpoint.display(),
-            socket.display()
-        )
-    })
-}
-
-/// `tahoe-mount unmount MOUNTPOINT`: waits for pending uploads (printing progress), then unmounts.
-pub(super) fn unmount(mountpoint: &Path, data_dir_arg: Option<&Path>) -> anyhow::Result<()> {
-    let stream = match connect_control(mountpoint, data_dir_arg) {
-        Ok(stream) => stream,
-        Err(e) => {
-            if is_mounted(
-                &std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned()),
-            ) {
-                crate::log_line!("tahoe-mount: {e:#}; unmounting it directly");
-                return lazy_unmount(mountpoint);
-            }
-            return Err(e);
-        }
-    };
-    (&stream).write_all(b"unmount\n")?;
-    for line in BufReader::new(&stream).lines() {
-        let Ok(line) = line else {
-            break;
-        };
-        if line == "unmounting" {
-            // The mount process closes the connection as it exits; an error line may come first.
-            continue;
-        }
-        if let Some(why) = line.strip_prefix("error: ") {
-            bail!("{why}");
-        }
-        crate::log_line!("tahoe-mount: {line}");
-    }
-    let mountpoint = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned());
-    if is_mounted(&mountpoint) {
-        bail!(
-            "the mount process went away, and {} is still mounted",
-            mountpoint.display()
-        );
-    }
-    crate::log_line!("tahoe-mount: unmounted {}", mountpoint.display());
-    Ok(())
-}
-
-/// `tahoe-mount status MOUNTPOINT`.
-pub(super) fn status(mountpoint: &Path, data_dir_arg: Option<&Path>) -> anyhow::Result<()> {
-    let stream = connect_control(mountpoint, data_dir_arg)?;
-    (&stream).write_all(b"status\n")?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut &stream, &mut text)?;
-    print!("{text}");
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2172,6 +2172,18 @@ impl Fs {
         }
     }
 
+    /// The newest reason an upload or directory publish failed, if any still stands.
+    pub fn last_failure(&self) -> Option<String> {
+        let state = self.state();
+        state
+            .errors
+            .uploads
+            .values()
+            .chain(state.errors.publishes.values())
+            .max_by_key(|(epoch, _)| *epoch)
+            .map(|(_, why)| why.clone())
+    }
+
     /// The number of changes waiting for the grid.
     pub fn pending_count(&self) -> usize {
         self.state().pending.len()
