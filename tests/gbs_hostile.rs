@@ -335,6 +335,25 @@ async fn wrong_status_codes_and_ranges_are_errors() {
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::Protocol { .. }), "{err}");
+
+    // An allocation granting a share that was not asked for: it would count as placed and never be written.
+    // {"already-have": set(), "allocated": set([0, 5])}
+    let mut body = vec![0xa2, 0x6c];
+    body.extend_from_slice(b"already-have");
+    body.extend_from_slice(&[0xd9, 0x01, 0x02, 0x80, 0x69]);
+    body.extend_from_slice(b"allocated");
+    body.extend_from_slice(&[0xd9, 0x01, 0x02, 0x82, 0x00, 0x05]);
+    let fake = start(Behaviour::Reply(with_length(
+        "201 Created",
+        "application/cbor",
+        &body,
+    )))
+    .await;
+    let err = client(&fake)
+        .allocate_buckets(SI, &shares, 10, lease, b"upload")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not asked for"), "{err}");
 }
 
 #[tokio::test]

@@ -19,11 +19,13 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
-use super::cbor;
 use super::nurl::Nurl;
+use super::replies::{
+    self, AllocateResponse, PatchResponse, ReadTestWriteResponse, ShareSet, parse_version,
+};
 use super::tls::{self, PeerCertificate};
 use super::{
     Allocation, LeaseSecrets, MutableSecrets, ReadTestWriteResult, ReadVector, ServerVersion,
@@ -32,7 +34,6 @@ use super::{
 };
 
 const CBOR: &str = "application/cbor";
-const VERSION_KEY: &str = "http://allmydata.org/tahoe/protocols/storage/v1";
 /// Error bodies are only for messages; longer ones are cut.
 const MAX_ERROR_BODY: usize = 10_000;
 /// 1.20 accepts a corruption reason of 1..=32765 characters.
@@ -448,10 +449,7 @@ impl GbsServer {
     }
 
     fn decode<T: DeserializeOwned>(&self, what: &str, reply: &Reply) -> Result<T, StorageError> {
-        cbor::check_items(&reply.body, cbor::MAX_ITEMS)
-            .map_err(|problem| self.protocol(format!("{what}: refused CBOR reply: {problem}")))?;
-        ciborium::from_reader(reply.body.as_ref())
-            .map_err(|e| self.protocol(format!("{what}: malformed CBOR reply: {e}")))
+        replies::decode(&reply.body).map_err(|problem| self.protocol(format!("{what}: {problem}")))
     }
 
     fn expect(&self, what: &str, reply: &Reply, ok: &[StatusCode]) -> Result<(), StorageError> {
@@ -845,70 +843,12 @@ fn parse_content_range(value: &str) -> Option<(u64, u64)> {
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
-fn parse_version(value: &ciborium::Value) -> Result<ServerVersion, String> {
-    fn key_is(key: &ciborium::Value, name: &str) -> bool {
-        match key {
-            ciborium::Value::Bytes(b) => b == name.as_bytes(),
-            ciborium::Value::Text(t) => t == name,
-            _ => false,
-        }
-    }
-    fn lookup<'v>(map: &'v ciborium::Value, name: &str) -> Option<&'v ciborium::Value> {
-        map.as_map()?
-            .iter()
-            .find(|(k, _)| key_is(k, name))
-            .map(|(_, v)| v)
-    }
-    fn number(map: &ciborium::Value, name: &str) -> Result<u64, String> {
-        let value = lookup(map, name).ok_or(format!("no {name:?}"))?;
-        value
-            .as_integer()
-            .and_then(|i| u64::try_from(i).ok())
-            .ok_or(format!("{name:?} is not a non-negative integer"))
-    }
-    let v1 = lookup(value, VERSION_KEY).ok_or(format!("no {VERSION_KEY:?} section"))?;
-    let application_version = match lookup(value, "application-version") {
-        Some(ciborium::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
-        Some(ciborium::Value::Text(t)) => t.clone(),
-        _ => String::new(),
-    };
-    Ok(ServerVersion {
-        maximum_immutable_share_size: number(v1, "maximum-immutable-share-size")?,
-        maximum_mutable_share_size: number(v1, "maximum-mutable-share-size")?,
-        available_space: number(v1, "available-space")?,
-        application_version,
-    })
-}
-
-/// A CBOR set: tag 258 around an array. Sent tagged (1.20 rejects untagged); accepted either way.
-#[derive(Serialize, Deserialize)]
-#[serde(transparent)]
-struct ShareSet(ciborium::tag::Accepted<BTreeSet<ShareNumber>, 258>);
-
 #[derive(Serialize)]
 struct AllocateRequest {
     #[serde(rename = "share-numbers")]
     share_numbers: ciborium::tag::Required<BTreeSet<ShareNumber>, 258>,
     #[serde(rename = "allocated-size")]
     allocated_size: u64,
-}
-
-#[derive(Deserialize)]
-struct AllocateResponse {
-    #[serde(rename = "already-have")]
-    already_have: ShareSet,
-    allocated: ShareSet,
-}
-
-#[derive(Deserialize)]
-struct PatchResponse {
-    required: Vec<RequiredRange>,
-}
-
-#[derive(Deserialize)]
-struct RequiredRange {
-    begin: u64,
-    end: u64,
 }
 
 #[derive(Serialize)]
@@ -951,12 +891,6 @@ struct WireWrite<'a> {
 struct WireRange {
     offset: u64,
     size: u64,
-}
-
-#[derive(Deserialize)]
-struct ReadTestWriteResponse {
-    success: bool,
-    data: BTreeMap<ShareNumber, Vec<serde_bytes::ByteBuf>>,
 }
 
 impl StorageServer for GbsServer {
@@ -1015,9 +949,22 @@ impl StorageServer for GbsServer {
                 )
                 .await?;
             let answer: AllocateResponse = self.decode(&what, &reply)?;
+            let (already_have, allocated) = (answer.already_have.0.0, answer.allocated.0.0);
+            // A server may grant less than was asked, never more: a share it "allocated" unasked would be
+            // counted as placed and never written.
+            if let Some(unasked) = allocated.difference(share_numbers).next() {
+                return Err(self.protocol(format!(
+                    "{what}: the server allocated share {unasked}, which was not asked for"
+                )));
+            }
+            if let Some(impossible) = already_have.iter().find(|&&share| share > 255) {
+                return Err(self.protocol(format!(
+                    "{what}: the server says it has share {impossible}, beyond any encoding's 256"
+                )));
+            }
             Ok(Allocation {
-                already_have: answer.already_have.0.0,
-                allocated: answer.allocated.0.0,
+                already_have,
+                allocated,
             })
         })
     }
@@ -1333,53 +1280,5 @@ mod tests {
         assert_eq!(parse_content_range("bytes */100"), None);
         assert_eq!(parse_content_range("items 0-1/*"), None);
         assert_eq!(parse_content_range("bytes 99999999999999999999-1/*"), None);
-    }
-
-    #[test]
-    fn version_with_byte_keys() {
-        use ciborium::Value;
-        let bytes = |s: &str| Value::Bytes(s.as_bytes().to_vec());
-        let v1 = Value::Map(vec![
-            (
-                bytes("maximum-immutable-share-size"),
-                Value::Integer(10.into()),
-            ),
-            (
-                bytes("maximum-mutable-share-size"),
-                Value::Integer(20.into()),
-            ),
-            (bytes("available-space"), Value::Integer(30.into())),
-        ]);
-        let value = Value::Map(vec![
-            (bytes(VERSION_KEY), v1),
-            (bytes("application-version"), bytes("tahoe-lafs/1.20.0")),
-        ]);
-        let v = parse_version(&value).unwrap();
-        assert_eq!(
-            (
-                v.maximum_immutable_share_size,
-                v.maximum_mutable_share_size,
-                v.available_space
-            ),
-            (10, 20, 30)
-        );
-        assert_eq!(v.application_version, "tahoe-lafs/1.20.0");
-        assert!(
-            parse_version(&Value::Map(vec![]))
-                .unwrap_err()
-                .contains("section")
-        );
-        let negative = Value::Map(vec![(
-            bytes(VERSION_KEY),
-            Value::Map(vec![(
-                bytes("maximum-immutable-share-size"),
-                Value::Integer((-1).into()),
-            )]),
-        )]);
-        assert!(
-            parse_version(&negative)
-                .unwrap_err()
-                .contains("non-negative")
-        );
     }
 }

@@ -9,6 +9,7 @@ pub mod cbor;
 pub mod gbs;
 pub mod memory;
 pub mod nurl;
+pub mod replies;
 pub mod tls;
 
 use bytes::{Bytes, BytesMut};
