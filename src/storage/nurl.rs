@@ -54,23 +54,32 @@ impl fmt::Display for Hint {
 }
 
 fn parse_host_port(what: &'static str, text: &str) -> Result<Hint, AddressError> {
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+    let (host, port, bracketed) = if let Some(rest) = text.strip_prefix('[') {
         let (host, after) = rest
             .split_once(']')
             .ok_or_else(|| malformed(what, "unclosed '[' in an IPv6 host"))?;
         let port = after
             .strip_prefix(':')
             .ok_or_else(|| malformed(what, format!("no port after [{host}]")))?;
-        (host, port)
+        (host, port, true)
     } else {
-        text.rsplit_once(':')
-            .ok_or_else(|| malformed(what, format!("hint {text:?} has no :port")))?
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| malformed(what, format!("hint {text:?} has no :port")))?;
+        (host, port, false)
     };
-    if host.is_empty()
-        || host
-            .chars()
-            .any(|c| c.is_whitespace() || c == '/' || c == '@')
-    {
+    // A host is a DNS name or IPv4 address, or in brackets an IPv6 address: nothing else prints back the same
+    // (a ':' outside brackets, a NUL, a ']' or a '?' once did not).
+    let valid = if bracketed {
+        host.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    };
+    if !valid {
         return Err(malformed(what, format!("bad host {host:?}")));
     }
     let port: u16 = port
@@ -275,6 +284,36 @@ impl fmt::Debug for Furl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_that_would_not_print_back_are_refused_and_good_ones_round_trip() {
+        let key = "A".repeat(43);
+        for host in [
+            "a:b",
+            "a\0b",
+            "a]b",
+            "a?b",
+            "[not-v6]",
+            "[::1",
+            "",
+            "a b",
+            "ex%61mple",
+        ] {
+            let text = format!("pb://{key}@{host}:1234/swiss#v=1");
+            assert!(text.parse::<Nurl>().is_err(), "{host:?} was accepted");
+        }
+        for hosts in [
+            "example.org:1",
+            "127.0.0.1:443",
+            "[::1]:8080",
+            "[2001:db8::7]:9,tahoe_1.lan:2",
+        ] {
+            let text = format!("pb://{key}@{hosts}/swiss#v=1");
+            let nurl: Nurl = text.parse().unwrap();
+            assert_eq!(nurl.to_string(), text);
+            assert_eq!(nurl.to_string().parse::<Nurl>().unwrap(), nurl);
+        }
+    }
 
     const NURL: &str = "pb://E7aJj9qNPfms6PZTKWCaMD8qmBMumLbjdt6oAZ69lT8@127.0.0.1:24601/cdynbizisajfk3wr6wgdogct3hkc6g2u#v=1";
     const FURL: &str = "pb://5tle46leisxf2nljqldkdeucnvrc73wk@tcp:127.0.0.1:24601/cdynbizisajfk3wr6wgdogct3hkc6g2u";
