@@ -553,3 +553,69 @@ async fn a_share_list_of_65536_shares_is_refused() {
     let err = server.list_mutable_shares(SI).await.unwrap_err();
     assert!(err.to_string().contains("longer than"), "{err}");
 }
+
+/// Serves TLS with a certificate around `pinned`'s public key (made and signed by another key, so its bytes are
+/// the server's choice) while signing the handshake with that other key: the server does not hold the pinned key.
+async fn start_impostor(pinned: &rcgen::KeyPair) -> String {
+    use tokio_rustls::rustls;
+    let other = rcgen::KeyPair::generate().expect("key");
+    let issuer = rcgen::Issuer::new(
+        rcgen::CertificateParams::new(vec!["impostor".into()]).expect("params"),
+        &other,
+    );
+    let mut params = rcgen::CertificateParams::new(vec!["newpb_thingy".into()]).expect("params");
+    params.serial_number = Some(rcgen::SerialNumber::from(vec![0x5a; 8]));
+    let cert = params.signed_by(pinned, &issuer).expect("cert");
+    let pin = tahoe_mount::storage::tls::spki_hash(cert.der()).expect("spki");
+    let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(
+        &rustls::pki_types::PrivateKeyDer::Pkcs8(other.serialize_der().into()),
+    )
+    .expect("signing key");
+    #[derive(Debug)]
+    struct Always(Arc<rustls::sign::CertifiedKey>);
+    impl rustls::server::ResolvesServerCert for Always {
+        fn resolve(
+            &self,
+            _: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+    let certified = rustls::sign::CertifiedKey::new(vec![cert.der().clone()], signer);
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(Always(Arc::new(certified))));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = acceptor.accept(tcp).await;
+            });
+        }
+    });
+    format!(
+        "pb://{}@127.0.0.1:{port}/swissnumswissnum#v=1",
+        data_encoding::BASE64URL_NOPAD.encode(&pin)
+    )
+}
+
+/// A server that shows a certificate around the pinned public key but cannot sign with it must not leave that
+/// certificate behind: its bytes would become the tub id that lease secrets and write enablers derive from.
+#[tokio::test]
+async fn an_impostor_with_the_pinned_public_key_leaves_no_tub_id() {
+    let pinned = rcgen::KeyPair::generate().expect("key");
+    let nurl = start_impostor(&pinned).await;
+    let client =
+        GbsServer::new(&nurl.parse::<Nurl>().unwrap(), Some("impostor"), options()).unwrap();
+    let err = client.version().await.unwrap_err();
+    assert!(matches!(err, StorageError::Tls { .. }), "{err}");
+    let err = client.tubid().await.unwrap_err();
+    assert!(matches!(err, StorageError::Tls { .. }), "{err}");
+}

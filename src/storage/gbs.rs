@@ -216,7 +216,7 @@ impl GbsServer {
         what: &str,
         retry: Retry,
         max_body: usize,
-        build: impl Fn(&str) -> Request<Pieces>,
+        build: impl Fn(&str) -> Result<Request<Pieces>, StorageError>,
     ) -> Result<Reply, StorageError> {
         self.exchange_into(what, retry, max_body, None, build).await
     }
@@ -230,7 +230,7 @@ impl GbsServer {
         retry: Retry,
         max_body: usize,
         mut into: Option<&mut BytesMut>,
-        build: impl Fn(&str) -> Request<Pieces>,
+        build: impl Fn(&str) -> Result<Request<Pieces>, StorageError>,
     ) -> Result<Reply, StorageError> {
         let start = into.as_ref().map_or(0, |b| b.len());
         let hints = self.bases.len();
@@ -249,7 +249,7 @@ impl GbsServer {
                     what,
                     max_body,
                     into.as_deref_mut(),
-                    build(&self.bases[index]),
+                    build(&self.bases[index])?,
                 )
                 .await;
             attempt += 1;
@@ -423,7 +423,7 @@ impl GbsServer {
         url: String,
         secrets: &[(&str, &[u8])],
         body: Option<(Pieces, &str)>,
-    ) -> Request<Pieces> {
+    ) -> Result<Request<Pieces>, StorageError> {
         let mut builder = Request::builder()
             .method(method)
             .uri(url)
@@ -442,10 +442,17 @@ impl GbsServer {
             }
             None => Pieces::default(),
         };
-        // Every part above is valid by construction (fixed names, base64 values, a URL built from checked parts).
+        // Every part above should be valid by construction (fixed names, base64 values, a URL built from checked
+        // parts); if one is not, the request is not sent at all, rather than some other request.
         builder
             .body(body)
-            .unwrap_or_else(|_| Request::new(Pieces::default()))
+            .map_err(|e| self.protocol(format!("cannot build the request: {e}")))
+    }
+
+    /// A header value built from numbers, which cannot fail; if it did, no request goes out without it.
+    fn header_value(&self, text: &str) -> Result<HeaderValue, StorageError> {
+        HeaderValue::from_str(text)
+            .map_err(|e| self.protocol(format!("cannot build the header value {text:?}: {e}")))
     }
 
     fn decode<T: DeserializeOwned>(&self, what: &str, reply: &Reply) -> Result<T, StorageError> {
@@ -550,11 +557,11 @@ impl GbsServer {
                 max_body,
                 into.as_deref_mut(),
                 |base| {
-                    let mut request = self.request(Method::GET, format!("{base}{path}"), &[], None);
-                    if let Ok(range) = HeaderValue::from_str(&format!("bytes={offset}-{last}")) {
-                        request.headers_mut().insert(RANGE, range);
-                    }
-                    request
+                    let mut request =
+                        self.request(Method::GET, format!("{base}{path}"), &[], None)?;
+                    let range = self.header_value(&format!("bytes={offset}-{last}"))?;
+                    request.headers_mut().insert(RANGE, range);
+                    Ok(request)
                 },
             )
             .await?;
@@ -714,11 +721,10 @@ impl GbsServer {
                         format!("{base}{path}"),
                         &[("upload-secret", secret)],
                         Some((Pieces::new(data), "application/octet-stream")),
-                    );
-                    if let Ok(range) = HeaderValue::from_str(&format!("bytes {offset}-{last}/*")) {
-                        request.headers_mut().insert(CONTENT_RANGE, range);
-                    }
-                    request
+                    )?;
+                    let range = self.header_value(&format!("bytes {offset}-{last}/*"))?;
+                    request.headers_mut().insert(CONTENT_RANGE, range);
+                    Ok(request)
                 },
             )
             .await?;

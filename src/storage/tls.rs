@@ -48,7 +48,7 @@ fn spki_of(cert_der: &[u8]) -> Result<&[u8], String> {
 pub struct PinnedKeyVerifier {
     pin: [u8; 32],
     algorithms: WebPkiSupportedAlgorithms,
-    /// Filled on each handshake that passes the pin check.
+    /// Filled on each handshake that passes the pin check and whose signature the pinned key made.
     peer: PeerSlot,
 }
 
@@ -78,12 +78,14 @@ impl PinnedKeyVerifier {
         let spki = spki_of(cert.as_ref()).map_err(rustls::Error::General)?;
         let spki = SubjectPublicKeyInfoDer::from(spki);
         if tls13 {
-            return rustls::crypto::verify_tls13_signature_with_raw_key(
+            let valid = rustls::crypto::verify_tls13_signature_with_raw_key(
                 message,
                 &spki,
                 dss,
                 &self.algorithms,
-            );
+            )?;
+            self.record(cert);
+            return Ok(valid);
         }
         let bad = || rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature);
         let key = webpki::RawPublicKeyEntity::try_from(&spki).map_err(|_| bad())?;
@@ -98,10 +100,20 @@ impl PinnedKeyVerifier {
             ))?;
         for alg in candidates {
             if key.verify_signature(*alg, message, dss.signature()).is_ok() {
+                self.record(cert);
                 return Ok(HandshakeSignatureValid::assertion());
             }
         }
         Err(bad())
+    }
+
+    /// Records the certificate of a server that has proved it holds the pinned key. Not before: anyone can
+    /// present a certificate around the pinned public key, and its bytes (which the tub id is the hash of) are
+    /// then the presenter's choice.
+    fn record(&self, cert: &CertificateDer<'_>) {
+        *self.peer.lock().unwrap_or_else(|p| p.into_inner()) = Some(PeerCertificate {
+            der: cert.as_ref().to_vec(),
+        });
     }
 }
 
@@ -122,9 +134,6 @@ impl ServerCertVerifier for PinnedKeyVerifier {
                 data_encoding::BASE64URL_NOPAD.encode(&self.pin)
             )));
         }
-        *self.peer.lock().unwrap_or_else(|p| p.into_inner()) = Some(PeerCertificate {
-            der: end_entity.as_ref().to_vec(),
-        });
         Ok(ServerCertVerified::assertion())
     }
 
