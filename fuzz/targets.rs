@@ -14,8 +14,11 @@ use tahoe_mount::mutable::layout::{parse_block_hash_tree, parse_header, parse_sh
 use tahoe_mount::storage::nurl::{Furl, Nurl};
 use tahoe_mount::storage::{cbor, replies};
 
+/// What a target does with one input.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, as the corpus directories are named.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("cap", cap),
     ("nurl", nurl),
     ("gsd_format", gsd_format),
