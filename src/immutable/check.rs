@@ -15,7 +15,7 @@ use crate::cap::ChkCap;
 use crate::crypto::hashutil;
 use crate::grid::census::Census;
 use crate::grid::client::Grid;
-use crate::storage::{ShareNumber, StorageIndex};
+use crate::storage::{ShareKind, ShareNumber, StorageIndex, advise_corruption};
 
 /// Share data read per request while verifying: large reads keep the servers' per-request cost low, and bound
 /// the memory each share's verification holds.
@@ -92,11 +92,13 @@ pub async fn verify(grid: &Grid, cap: &ChkCap, census: &mut Census, timeout: Dur
         let name = grid.servers()[server].name();
         match fault {
             ShareFault::Corrupt(why) => {
-                let storage = &grid.servers()[server].storage;
-                let reason = format!("tahoe-mount verify: {why}");
-                let _ = tokio::time::timeout(
+                advise_corruption(
+                    grid.servers()[server].storage.as_ref(),
+                    ShareKind::Immutable,
+                    storage_index,
+                    share,
+                    &format!("tahoe-mount verify: {why}"),
                     Duration::from_secs(10),
-                    storage.advise_corrupt_immutable(storage_index, share, &reason),
                 )
                 .await;
                 census.corrupt.push((server, share, why));

@@ -26,7 +26,7 @@ use crate::crypto::hashtree::{HashTree, IncompleteHashTree};
 use crate::crypto::hashutil::{self, Hash};
 use crate::erasure::Codec;
 use crate::grid::client::Grid;
-use crate::storage::{ShareNumber, StorageError, StorageIndex};
+use crate::storage::{ShareKind, ShareNumber, StorageError, StorageIndex, advise_corruption};
 
 /// Bytes read past the share-hash list in the first metadata read: a UEB is about 500 bytes.
 const UEB_GUESS: u64 = 1024;
@@ -1137,11 +1137,15 @@ fn drop_share(
         let storage = grid.servers()[server].storage.clone();
         let reason = format!("tahoe-mount download: {reason}");
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(
+            advise_corruption(
+                storage.as_ref(),
+                ShareKind::Immutable,
+                storage_index,
+                share,
+                &reason,
                 Duration::from_secs(10),
-                storage.advise_corrupt_immutable(storage_index, share, &reason),
             )
-            .await;
+            .await
         });
     }
 }

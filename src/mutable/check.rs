@@ -14,6 +14,7 @@ use super::{FileKeys, MutableError};
 use crate::cap::MutableFormat;
 use crate::grid::census::{Census, renew_leases};
 use crate::grid::client::Grid;
+use crate::storage::{ShareKind, advise_corruption};
 
 /// What a check of a mutable file found.
 #[derive(Debug)]
@@ -154,11 +155,15 @@ async fn verify_records(
             }
         }
         if corrupt {
-            let reason = format!("tahoe-mount verify: {why}");
-            let advise = grid.servers()[record.server]
-                .storage
-                .advise_corrupt_mutable(keys.storage_index, record.share, &reason);
-            let _ = tokio::time::timeout(timeout, advise).await;
+            advise_corruption(
+                grid.servers()[record.server].storage.as_ref(),
+                ShareKind::Mutable,
+                keys.storage_index,
+                record.share,
+                &format!("tahoe-mount verify: {why}"),
+                timeout,
+            )
+            .await;
             census.corrupt.push((record.server, record.share, why));
         } else {
             census.unreachable.entry(record.server).or_insert(why);

@@ -19,6 +19,7 @@ use crate::crypto::hashutil::{self, Hash};
 use crate::erasure::Codec;
 use crate::grid::client::Grid;
 use crate::storage::ShareNumber;
+use crate::storage::{ShareKind, advise_corruption};
 
 /// A share's verified blocks (with their MDMF salts), one per segment.
 struct VerifiedShare {
@@ -206,11 +207,15 @@ pub async fn retrieve(
                 Ok(_) => {}
                 Err((corrupt, why)) => {
                     if corrupt {
-                        let reason = format!("tahoe-mount: {why}");
-                        let advise = grid.servers()[record.server]
-                            .storage
-                            .advise_corrupt_mutable(keys.storage_index, record.share, &reason);
-                        let _ = tokio::time::timeout(timeout, advise).await;
+                        advise_corruption(
+                            grid.servers()[record.server].storage.as_ref(),
+                            ShareKind::Mutable,
+                            keys.storage_index,
+                            record.share,
+                            &format!("tahoe-mount: {why}"),
+                            timeout,
+                        )
+                        .await;
                     }
                     problems.push(format!("share {} on {name}: {why}", record.share));
                 }

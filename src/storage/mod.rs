@@ -367,3 +367,43 @@ pub trait StorageServer: Send + Sync {
         reason: &'a str,
     ) -> StorageFuture<'a, ()>;
 }
+
+/// Which kind of share a corruption advisory is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareKind {
+    Immutable,
+    Mutable,
+}
+
+/// Tells `server` that its share `share` of `storage_index` is corrupt, waiting up to `timeout` for the answer,
+/// and logs whether the server took the advisory (Tahoe's operators find them in `corruption-advisories/`).
+/// Returns whether it did.
+pub async fn advise_corruption(
+    server: &dyn StorageServer,
+    kind: ShareKind,
+    storage_index: StorageIndex,
+    share: ShareNumber,
+    reason: &str,
+    timeout: Duration,
+) -> bool {
+    let advise = match kind {
+        ShareKind::Immutable => server.advise_corrupt_immutable(storage_index, share, reason),
+        ShareKind::Mutable => server.advise_corrupt_mutable(storage_index, share, reason),
+    };
+    let outcome = match tokio::time::timeout(timeout, advise).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {:.0} s", timeout.as_secs_f64())),
+    };
+    match &outcome {
+        Ok(()) => crate::log_line!(
+            "tahoe-mount: told {} that its share {storage_index}/{share} is corrupt",
+            server.name()
+        ),
+        Err(why) => crate::log_line!(
+            "tahoe-mount: could not tell {} that its share {storage_index}/{share} is corrupt: {why}",
+            server.name()
+        ),
+    }
+    outcome.is_ok()
+}
