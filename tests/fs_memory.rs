@@ -722,3 +722,35 @@ fn a_write_past_the_spool_limit_fails_with_edquot() {
         fs.release(opened.fh);
     });
 }
+
+/// Entries another client stored without a mode are the mounting user's only (0600 files, 0700 directories),
+/// unless the mount's umask says otherwise: under `allow_other` they once showed 0644 to every local user.
+#[test]
+fn entries_stored_without_a_mode_follow_the_umask() {
+    common::runtime().block_on(async {
+        let world = World::new("umask").await;
+        let root =
+            DirectoryNode::open(world.grid.clone(), world.root.clone(), options().mutable).unwrap();
+        let sub = DirectoryNode::create(
+            world.grid.clone(),
+            &Directory::new(),
+            options().directory_params,
+            options().mutable,
+        )
+        .await
+        .unwrap();
+        let file = Cap::File(FileCap::Literal(b"made by another client".to_vec()));
+        root.modify(&[common::link("file", &file), common::link("dir", sub.cap())])
+            .await
+            .unwrap();
+        for (umask, file_perm, dir_perm) in [(None, 0o600, 0o700), (Some(0o022), 0o644, 0o755)] {
+            let mut opts = options();
+            if let Some(umask) = umask {
+                opts.umask = umask;
+            }
+            let fs = world.mount_with(&format!("spool-{file_perm:o}"), opts);
+            assert_eq!(fs.lookup(ROOT_INO, "file").await.unwrap().perm, file_perm);
+            assert_eq!(fs.lookup(ROOT_INO, "dir").await.unwrap().perm, dir_perm);
+        }
+    });
+}

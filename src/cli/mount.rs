@@ -55,7 +55,8 @@ pub(super) struct MountArgs {
     /// Stay in the foreground (logs go to standard error).
     #[arg(short, long)]
     foreground: bool,
-    /// Mount options, comma-separated: ro, allow_other, dir_ttl=SECONDS, cache_size=BYTES, spool_size=BYTES,
+    /// Mount options, comma-separated: ro, allow_other, umask=OCTAL (for entries stored without a mode; default
+    /// 077), dir_ttl=SECONDS, cache_size=BYTES, spool_size=BYTES,
     /// poll_interval=SECONDS, uploads=N, renew_interval=SECONDS, maintain_delay=SECONDS (sizes take K, M, G
     /// suffixes).
     #[arg(short = 'o', value_name = "OPTIONS")]
@@ -80,6 +81,8 @@ pub(super) struct MountArgs {
 struct MountOptions {
     read_only: bool,
     allow_other: bool,
+    /// Permission bits taken from entries stored without a mode.
+    umask: u32,
     dir_ttl: Duration,
     cache_bytes: usize,
     spool_bytes: Option<u64>,
@@ -119,6 +122,7 @@ fn parse_mount_options(given: &[String]) -> anyhow::Result<MountOptions> {
     let mut options = MountOptions {
         read_only: false,
         allow_other: false,
+        umask: 0o077,
         dir_ttl: Duration::from_secs(5),
         cache_bytes: 256 << 20,
         spool_bytes: None,
@@ -168,6 +172,13 @@ fn parse_mount_options(given: &[String]) -> anyhow::Result<MountOptions> {
                     options.renew_interval < Duration::from_secs(31 * 24 * 3600),
                     "-o renew_interval: leases last 31 days, so renew more often than that"
                 );
+            }
+            "umask" => {
+                let v = value.with_context(|| format!("-o {key} needs a value"))?;
+                options.umask = u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .with_context(|| format!("-o umask={v}: not an octal mode (022, say)"))?;
             }
             "uploads" => {
                 let v = value.with_context(|| format!("-o {key} needs a value"))?;
@@ -556,6 +567,7 @@ fn run_mount_inner(
     let mut fs_options = FsOptions::new(upload, mutable);
     fs_options.directory_params = directory_params;
     fs_options.dir_ttl = options.dir_ttl;
+    fs_options.umask = options.umask;
     fs_options.cache_bytes = options.cache_bytes;
     fs_options.parallel_uploads = options.parallel_uploads;
     fs_options.read_only = options.read_only;

@@ -218,6 +218,9 @@ pub struct FsOptions {
     pub gid: u32,
     /// Told of files a read found damaged (shares missing, corrupt or out of reach), for a repair soon.
     pub on_damage: Option<Arc<dyn Fn(Cap) + Send + Sync>>,
+    /// Permission bits taken away from entries stored without a mode (those another Tahoe client made): by
+    /// default the group's and others', so that `allow_other` shows them to nobody else until `-o umask=` says.
+    pub umask: u32,
 }
 
 impl FsOptions {
@@ -239,6 +242,7 @@ impl FsOptions {
             uid: 0,
             gid: 0,
             on_damage: None,
+            umask: 0o077,
         }
     }
 }
@@ -659,7 +663,7 @@ impl Fs {
                 attr.nlink = 2;
                 attr.size = children.len() as u64;
                 attr.ttl = options.dir_ttl;
-                attr.perm = stored_mode.unwrap_or(0o755) as u16;
+                attr.perm = stored_mode.unwrap_or(0o777 & !options.umask) as u16;
                 if cap.is_readonly() || options.read_only {
                     attr.perm &= !0o222;
                 }
@@ -671,7 +675,7 @@ impl Fs {
                     attr.size = target.len() as u64;
                     attr.perm = 0o777;
                 } else {
-                    attr.perm = stored_mode.unwrap_or(0o644) as u16;
+                    attr.perm = stored_mode.unwrap_or(0o666 & !options.umask) as u16;
                     if !parent_writeable || options.read_only {
                         attr.perm &= !0o222;
                     }
