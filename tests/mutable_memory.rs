@@ -407,3 +407,55 @@ fn one_silent_server_does_not_hold_up_reads_and_writes() {
         assert_eq!(full.unreachable.len(), 1, "{:?}", full.unreachable);
     });
 }
+
+/// A server that missed an update offers the old version when the servers holding the new one are out of reach.
+/// Without a memory of the newest version seen, a change would be written over the old version and drop the
+/// newer one's contents; now the read warns and the change is refused.
+#[test]
+fn a_rolled_back_file_is_read_with_a_warning_and_never_written_over() {
+    runtime().block_on(async {
+        let servers = servers(2);
+        let grid = grid_of(&servers);
+        let mut remembering = options();
+        remembering.floors = Some(std::sync::Arc::new(
+            tahoe_mount::mutable::SeqnumFloors::new(16),
+        ));
+        remembering.happy = 1;
+        let params = MutableParams {
+            needed: 1,
+            happy: 1,
+            total: 2,
+            ..MutableParams::default_for(MutableFormat::Sdmf)
+        };
+        let file = MutableFile::create(grid.clone(), b"version 1", params, remembering.clone())
+            .await
+            .unwrap();
+        // Version 2 reaches only the first server.
+        servers[1].set_fault(Fault::Down);
+        assert_eq!(file.overwrite(b"version 2", None).await.unwrap(), 2);
+        assert_eq!(file.read().await.unwrap().contents, b"version 2");
+        // Now only the server that missed it answers.
+        servers[1].set_fault(Fault::None);
+        servers[0].set_fault(Fault::Down);
+        let offered = file.read().await.unwrap();
+        assert_eq!(
+            (offered.seqnum, &offered.contents[..]),
+            (1, &b"version 1"[..])
+        );
+        let refused = file.overwrite(b"version 3, built on version 1", None).await;
+        assert!(
+            matches!(
+                refused,
+                Err(MutableError::Rollback {
+                    offered: 1,
+                    seen: 2
+                })
+            ),
+            "{refused:?}"
+        );
+        // Once the newer version is back in reach, changes go on from it.
+        servers[0].set_fault(Fault::None);
+        assert_eq!(file.overwrite(b"version 3", None).await.unwrap(), 3);
+        assert_eq!(file.read().await.unwrap().contents, b"version 3");
+    });
+}

@@ -30,7 +30,7 @@ use crate::dirnode::{Child, DirectoryError, DirectoryNode, Metadata, normalize_n
 use crate::grid::client::Grid;
 use crate::immutable::download::{ChkReader, DownloadOptions};
 use crate::immutable::upload::UploadOptions;
-use crate::mutable::{MutableFile, MutableOptions, MutableParams};
+use crate::mutable::{MutableFile, MutableOptions, MutableParams, SeqnumFloors};
 use spool::{JournalEntry, JournalTarget, Spool, SpoolFile, journal_key};
 
 pub const ROOT_INO: u64 = 1;
@@ -192,6 +192,9 @@ pub struct Activity {
     pub upload_failures: u64,
     pub publish_failures: u64,
 }
+
+/// Directories whose newest version seen the mount remembers (about 50 bytes each).
+const ROLLBACK_MEMORY: usize = 100_000;
 
 /// How the filesystem behaves.
 #[derive(Clone)]
@@ -483,6 +486,10 @@ impl Fs {
         // New versions of existing directories need the mount's happiness, as new ones do (not Tahoe's 7, which
         // on a grid of five with N = 5 meant every server).
         options.mutable.happy = options.directory_params.happy;
+        // The newest version seen of each directory, so that one rolled back by the grid is never changed.
+        if options.mutable.floors.is_none() {
+            options.mutable.floors = Some(Arc::new(SeqnumFloors::new(ROLLBACK_MEMORY)));
+        }
         let spool = Spool::open(spool_dir)?;
         let (entries, mut warnings) = spool.load_entries()?;
         let mut pending = BTreeMap::new();

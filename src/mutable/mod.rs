@@ -6,12 +6,15 @@
 //! and `publish` writes one. [`MutableFile`] ties them together for callers such as directories.
 
 pub mod check;
+pub mod floor;
 pub mod layout;
 pub mod publish;
 pub mod retrieve;
 pub mod servermap;
 
 use std::sync::Arc;
+
+pub use floor::SeqnumFloors;
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
@@ -42,6 +45,12 @@ pub enum MutableError {
     ReadOnly(String),
     #[error("bad parameters: {0}")]
     Parameters(String),
+    #[error(
+        "rollback: the servers that answered offer version {offered}, but version {seen} was seen before; a \
+         change now would drop what the newer version holds, so none is made (servers holding the newer version \
+         may be out of reach, or a server may be withholding it)"
+    )]
+    Rollback { offered: u64, seen: u64 },
     #[error("{0}")]
     Failed(String),
 }
@@ -128,6 +137,8 @@ pub struct MutableOptions {
     /// Servers that must hold shares of a new version of an existing file (capped at its N): the client's
     /// happiness, as for uploads. Tahoe's default is 7.
     pub happy: u8,
+    /// The newest version seen of each file: a read that is offered an older one warns, a change refuses.
+    pub floors: Option<Arc<SeqnumFloors>>,
 }
 
 impl MutableOptions {
@@ -138,6 +149,7 @@ impl MutableOptions {
             max_attempts: 8,
             key_pool: None,
             happy: MutableParams::default_for(MutableFormat::Sdmf).happy,
+            floors: None,
         }
     }
 }
@@ -242,6 +254,20 @@ impl MutableFile {
         Ok(file)
     }
 
+    /// The seqnum seen before of this file, if it is above `seqnum`.
+    fn floor_above(&self, seqnum: u64) -> Option<u64> {
+        let floors = self.options.floors.as_ref()?;
+        floors
+            .get(&self.keys.storage_index.0)
+            .filter(|&seen| seen > seqnum)
+    }
+
+    fn note_seqnum(&self, seqnum: u64) {
+        if let Some(floors) = &self.options.floors {
+            floors.record(self.keys.storage_index.0, seqnum);
+        }
+    }
+
     /// The servermap: every server's shares of this file, checked.
     pub async fn servermap(&self) -> Result<ServerMap, MutableError> {
         servermap::update(
@@ -282,6 +308,14 @@ impl MutableFile {
     /// want to know which server offered which version.
     pub async fn read_from(&self, map: &ServerMap) -> Result<Version, MutableError> {
         let (prefix, records) = map.best_recoverable().ok_or_else(|| self.not_found(map))?;
+        if let Some(seen) = self.floor_above(prefix.seqnum) {
+            crate::log_line!(
+                "tahoe-mount: warning: {}: the servers that answered offer version {}, but version {seen} was \
+                 seen before; showing the older one (changes to it are refused)",
+                self.keys.storage_index,
+                prefix.seqnum
+            );
+        }
         let contents = retrieve::retrieve(
             &self.grid,
             &self.keys,
@@ -290,6 +324,7 @@ impl MutableFile {
             self.options.timeout,
         )
         .await?;
+        self.note_seqnum(prefix.seqnum);
         Ok(Version {
             contents,
             seqnum: prefix.seqnum,
@@ -479,6 +514,13 @@ impl MutableFile {
             let map = self.servermap().await?;
             // A file with no shares anywhere cannot be written: its private key lives only in its shares.
             let current = self.read_from(&map).await?;
+            if let Some(seen) = self.floor_above(current.seqnum) {
+                return Err(MutableError::Rollback {
+                    offered: current.seqnum,
+                    seen,
+                }
+                .into());
+            }
             let new_contents = match change(&current.contents)? {
                 Some(contents) => contents,
                 None => return Ok(current.seqnum),
@@ -496,7 +538,10 @@ impl MutableFile {
                 .publish_version(&map, signing_key, &new_contents, &params, seqnum)
                 .await
             {
-                Ok(()) => return Ok(seqnum),
+                Ok(()) => {
+                    self.note_seqnum(seqnum);
+                    return Ok(seqnum);
+                }
                 // The next attempt re-reads; only the last failure is reported.
                 Err(MutableError::UncoordinatedWrite(_)) if attempt < self.options.max_attempts => {
                     // Jittered exponential backoff, so two colliding writers stop colliding.
