@@ -302,3 +302,78 @@ fn new_files_go_around_a_silent_server() {
         assert_eq!(&reader.read(0, chk.size).await.unwrap()[..], &data[..]);
     });
 }
+
+/// The same attacks through the filesystem layer the mount serves (`Fs`, without FUSE): listing a directory and
+/// reading its files while one server lists 65 535 shares of every mutable file and serves CHK headers that
+/// reach a terabyte. Everything reads back, within the memory and time bounds.
+#[test]
+fn the_filesystem_reads_through_a_hostile_server_within_bounds() {
+    use tahoe_mount::dirnode::{Directory, DirectoryNode};
+    use tahoe_mount::fs::{Fs, FsOptions, ROOT_INO};
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let (grid, hostile) = grid_with_hostile();
+        let params = MutableParams {
+            needed: 2,
+            happy: 3,
+            total: 5,
+            ..MutableParams::default_for(MutableFormat::Sdmf)
+        };
+        let mutable = MutableOptions::new(vec![3; 32]);
+        let root = DirectoryNode::create(grid.clone(), &Directory::new(), params, mutable.clone())
+            .await
+            .unwrap();
+        let mut files = Vec::new();
+        let mut links = Vec::new();
+        for i in 0..4u64 {
+            let data = bytes(200_000 + i as usize, 40 + i);
+            let uploaded = upload_file(&grid, temp_file(&data), &upload_options())
+                .await
+                .unwrap();
+            links.push(common::link(&format!("f{i}"), &Cap::File(uploaded.cap)));
+            files.push(data);
+        }
+        root.modify(&links).await.unwrap();
+        hostile.attack(Attack::ManyMutableShares(u16::MAX));
+        let spool =
+            std::env::temp_dir().join(format!("tahoe-mount-hostile-fs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&spool);
+        let mut options = FsOptions::new(upload_options(), mutable);
+        options.directory_params = params;
+        let cost = Cost::start();
+        let source = grid.clone();
+        let (fs, _) = Fs::new(
+            root.cap().clone(),
+            Arc::new(move || source.clone()),
+            None,
+            &spool,
+            options,
+        )
+        .unwrap();
+        let dir = fs.opendir(ROOT_INO).await.expect("the root opens");
+        let listing = fs.readdir(dir, 0).expect("the root lists");
+        fs.release(dir);
+        assert_eq!(
+            listing
+                .iter()
+                .filter(|(e, _)| e.name.starts_with('f'))
+                .count(),
+            4
+        );
+        hostile.attack(Attack::HugeImmutableOffsets);
+        for (i, data) in files.iter().enumerate() {
+            let ino = fs.lookup(ROOT_INO, &format!("f{i}")).await.unwrap().ino;
+            let opened = fs.open(ino, libc::O_RDONLY).await.unwrap();
+            let read = fs.read(opened.fh, 0, data.len() as u32 + 10).await.unwrap();
+            fs.release(opened.fh);
+            assert_eq!(&read[..], &data[..], "f{i}");
+        }
+        cost.assert_within("through Fs", 2.0, Duration::from_secs(10));
+        assert!(
+            hostile.largest_read() <= 1 << 20,
+            "{}",
+            hostile.largest_read()
+        );
+        let _ = std::fs::remove_dir_all(&spool);
+    });
+}
