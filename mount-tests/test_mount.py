@@ -502,6 +502,9 @@ def t_silent(c):
         finally:
             os.kill(pid, signal.SIGCONT)
         log(f"with storage{stopped} silent: " + "; ".join(bounds))
+        said = ml.read_file(m.log_path).decode(errors="replace")
+        if f"slow server: storage{stopped}" not in said:
+            raise TestError(f"the mount's log never names storage{stopped} as slow:\n" + ml.tail(said, 8))
     m.data_dir = c.fresh_data_dir(m)
     with m:
         if ml.read_file(os.path.join(m.path, "d", "new")) != new or \

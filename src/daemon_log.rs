@@ -30,6 +30,31 @@ pub fn limit() -> u64 {
         .unwrap_or(DEFAULT_LIMIT)
 }
 
+/// Writes `text` unless a line under the same `key` was written less than `every` ago: for conditions that
+/// recur on every request while they last (a server that does not answer), so the log says so without flooding.
+pub fn write_line_now_and_then(key: &str, every: std::time::Duration, text: &str) {
+    static LAST: Mutex<Option<std::collections::HashMap<String, std::time::Instant>>> =
+        Mutex::new(None);
+    {
+        let mut last = LAST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let last = last.get_or_insert_with(Default::default);
+        let now = std::time::Instant::now();
+        if last
+            .get(key)
+            .is_some_and(|at| now.duration_since(*at) < every)
+        {
+            return;
+        }
+        if last.len() > 1024 {
+            last.clear();
+        }
+        last.insert(key.to_owned(), now);
+    }
+    write_line(text);
+}
+
 /// Writes `text` and a newline to standard error, rotating a large `mount.log` first; errors are dropped.
 pub fn write_line(text: &str) {
     static ROTATING: Mutex<()> = Mutex::new(());

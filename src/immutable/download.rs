@@ -566,10 +566,20 @@ impl ChkReader {
             match answered {
                 Some(answer) => answer?,
                 None => {
-                    return Err(ShareFault::Unavailable(format!(
+                    let name = self.inner.grid.servers()[share.server].name();
+                    let why = format!(
                         "no block data within {:.1} s",
                         started.elapsed().as_secs_f64()
-                    )));
+                    );
+                    crate::daemon_log::write_line_now_and_then(
+                        name,
+                        Duration::from_secs(60),
+                        &format!(
+                            "tahoe-mount: slow server: {name}: {why}; reading other shares (said at most once \
+                             a minute)"
+                        ),
+                    );
+                    return Err(ShareFault::Unavailable(why));
                 }
             }
             self.note_throughput(length, started.elapsed());

@@ -298,14 +298,17 @@ pub async fn update(
         }
     }
     for server in waiting {
-        map.unreachable.insert(
-            server,
-            format!(
-                "{}: no answer within {:.1} s, when the other servers had answered; left out",
-                grid.servers()[server].name(),
-                started.elapsed().as_secs_f64()
-            ),
+        let name = grid.servers()[server].name();
+        let why = format!(
+            "{name}: no answer within {:.1} s, when the other servers had answered; left out",
+            started.elapsed().as_secs_f64()
         );
+        crate::daemon_log::write_line_now_and_then(
+            name,
+            Duration::from_secs(60),
+            &format!("tahoe-mount: slow server: {why} (said at most once a minute)"),
+        );
+        map.unreachable.insert(server, why);
     }
     // Answers arrive in any order; readers prefer shares in permuted order.
     let rank: BTreeMap<usize, usize> = order.iter().enumerate().map(|(r, &s)| (s, r)).collect();
