@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::hostile::{Attack, HostileServer};
 use common::memory::servers;
 use common::{runtime, temp_file};
-use tahoe_mount::cap::{Cap, FileCap, MutableFormat};
+use tahoe_mount::cap::{Cap, FileCap};
 use tahoe_mount::check::{CheckOptions, check};
 use tahoe_mount::config::Secret;
 use tahoe_mount::grid::ServerInfo;
@@ -19,7 +19,7 @@ use tahoe_mount::grid::client::{Grid, GridServer};
 use tahoe_mount::immutable::download::{ChkReader, DownloadOptions};
 use tahoe_mount::immutable::params::EncodingParams;
 use tahoe_mount::immutable::upload::{UploadOptions, upload_file};
-use tahoe_mount::mutable::{MutableFile, MutableOptions, MutableParams};
+use tahoe_mount::mutable::{MutableFile, MutableOptions};
 use tahoe_mount::storage::StorageServer;
 
 /// Peak memory is per process: the tests here run one at a time so each measures only itself.
@@ -175,12 +175,7 @@ fn a_server_listing_65535_mutable_shares_is_read_a_few_at_a_time() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     runtime().block_on(async {
         let (grid, hostile) = grid_with_hostile();
-        let params = MutableParams {
-            needed: 2,
-            happy: 3,
-            total: 5,
-            ..MutableParams::default_for(MutableFormat::Sdmf)
-        };
+        let params = common::sdmf_params(2, 3, 5);
         let contents = bytes(20_000, 99);
         let file = MutableFile::create(
             grid.clone(),
@@ -271,12 +266,7 @@ fn new_files_go_around_a_silent_server() {
         let upload_took = started.elapsed();
         let mut mutable = MutableOptions::new(vec![3; 32]);
         mutable.timeout = Duration::from_secs(30);
-        let params = MutableParams {
-            needed: 2,
-            happy: 3,
-            total: 5,
-            ..MutableParams::default_for(MutableFormat::Sdmf)
-        };
+        let params = common::sdmf_params(2, 3, 5);
         let started = Instant::now();
         let file = MutableFile::create(grid.clone(), b"new", params, mutable)
             .await
@@ -313,12 +303,7 @@ fn the_filesystem_reads_through_a_hostile_server_within_bounds() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     runtime().block_on(async {
         let (grid, hostile) = grid_with_hostile();
-        let params = MutableParams {
-            needed: 2,
-            happy: 3,
-            total: 5,
-            ..MutableParams::default_for(MutableFormat::Sdmf)
-        };
+        let params = common::sdmf_params(2, 3, 5);
         let mutable = MutableOptions::new(vec![3; 32]);
         let root = DirectoryNode::create(grid.clone(), &Directory::new(), params, mutable.clone())
             .await

@@ -364,12 +364,7 @@ fn one_silent_server_does_not_hold_up_reads_and_writes() {
         let mut patient = options();
         patient.timeout = Duration::from_secs(30);
         patient.happy = 3;
-        let params = MutableParams {
-            needed: 2,
-            happy: 3,
-            total: 5,
-            ..MutableParams::default_for(MutableFormat::Sdmf)
-        };
+        let params = common::sdmf_params(2, 3, 5);
         let contents = pseudo_random(5000, 5);
         let file = MutableFile::create(grid.clone(), &contents, params, patient.clone())
             .await
@@ -421,12 +416,7 @@ fn a_rolled_back_file_is_read_with_a_warning_and_never_written_over() {
             tahoe_mount::mutable::SeqnumFloors::new(16),
         ));
         remembering.happy = 1;
-        let params = MutableParams {
-            needed: 1,
-            happy: 1,
-            total: 2,
-            ..MutableParams::default_for(MutableFormat::Sdmf)
-        };
+        let params = common::sdmf_params(1, 1, 2);
         let file = MutableFile::create(grid.clone(), b"version 1", params, remembering.clone())
             .await
             .unwrap();

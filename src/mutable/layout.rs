@@ -596,8 +596,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn hostile_headers_are_errors() {
+    /// An MDMF share of 1000 bytes at k = 3, with stand-in keys and hashes.
+    fn small_mdmf_share() -> Vec<u8> {
         let p = prefix(MutableFormat::Mdmf, 1000, 3);
         let chain = BTreeMap::new();
         let data = vec![0u8; p.share_data_len() as usize];
@@ -609,7 +609,12 @@ mod tests {
             share_data: &data,
             enc_privkey: &[],
         };
-        let share = pack_share(&p, &body).unwrap();
+        pack_share(&p, &body).unwrap()
+    }
+
+    #[test]
+    fn hostile_headers_are_errors() {
+        let share = small_mdmf_share();
         for cut in 0..MDMF_HEADER_LEN {
             assert!(parse_header(&share[..cut]).is_err());
         }
@@ -636,18 +641,7 @@ mod tests {
     /// every segment to size the share data); it must be refused at once.
     #[test]
     fn a_header_claiming_billions_of_segments_costs_no_time() {
-        let p = prefix(MutableFormat::Mdmf, 1000, 3);
-        let chain = BTreeMap::new();
-        let data = vec![0u8; p.share_data_len() as usize];
-        let body = ShareBody {
-            verification_key: &[1; 10],
-            signature: &[2; 10],
-            share_hash_chain: &chain,
-            block_hash_tree: &[],
-            share_data: &data,
-            enc_privkey: &[],
-        };
-        let mut share = pack_share(&p, &body).unwrap();
+        let mut share = small_mdmf_share();
         share[41] = 1; // k
         share[43..51].copy_from_slice(&1u64.to_be_bytes()); // segment size
         share[51..59].copy_from_slice(&(1u64 << 36).to_be_bytes()); // data length

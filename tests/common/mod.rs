@@ -108,6 +108,16 @@ pub fn link(name: &str, cap: &tahoe_mount::cap::Cap) -> tahoe_mount::dirnode::Ch
     }
 }
 
+/// SDMF encoding parameters k-of-N with happiness `happy`.
+pub fn sdmf_params(needed: u8, happy: u8, total: u8) -> tahoe_mount::mutable::MutableParams {
+    tahoe_mount::mutable::MutableParams {
+        needed,
+        happy,
+        total,
+        ..tahoe_mount::mutable::MutableParams::default_for(tahoe_mount::cap::MutableFormat::Sdmf)
+    }
+}
+
 /// A tokio runtime for a test: two worker threads, like the machine CI runs on.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
