@@ -21,6 +21,7 @@ TAHOE_MOUNT_BENCH_QUICK=1 cargo bench --quiet --bench erasure
 TAHOE_MOUNT_BENCH_QUICK=1 cargo bench --quiet --bench gbs
 TAHOE_MOUNT_BENCH_QUICK=1 cargo bench --quiet --bench directories
 TAHOE_MOUNT_BENCH_QUICK=1 cargo bench --quiet --bench gsd
+TAHOE_MOUNT_BENCH_QUICK=1 cargo bench --quiet --bench deep_walk
 # cargo bench has built the release binary; this starts a grid of its own and stops it.
 "$TAHOE_MOUNT_PYTHON" benches/immutable.py --quick --bin "${CARGO_TARGET_DIR:-target}/release/tahoe-mount"
 "$TAHOE_MOUNT_PYTHON" benches/check.py --quick --bin "${CARGO_TARGET_DIR:-target}/release/tahoe-mount"

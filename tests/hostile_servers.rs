@@ -362,3 +362,87 @@ fn the_filesystem_reads_through_a_hostile_server_within_bounds() {
         let _ = std::fs::remove_dir_all(&spool);
     });
 }
+
+/// The attacks through the kernel: `Fs` over the hostile grid mounted with real FUSE (as the mount does), read with
+/// ordinary file calls from another thread: the directory lists, every file reads back, within the bounds.
+#[test]
+fn a_real_fuse_mount_reads_through_a_hostile_server_within_bounds() {
+    use tahoe_mount::dirnode::{Directory, DirectoryNode};
+    use tahoe_mount::fs::{Fs, FsOptions};
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let runtime = runtime();
+    let (grid, hostile) = grid_with_hostile();
+    let params = common::sdmf_params(2, 3, 5);
+    let mutable = MutableOptions::new(vec![3; 32]);
+    let (root, files) = runtime.block_on(async {
+        let root = DirectoryNode::create(grid.clone(), &Directory::new(), params, mutable.clone())
+            .await
+            .unwrap();
+        let mut files = Vec::new();
+        let mut links = Vec::new();
+        for i in 0..3u64 {
+            let data = bytes(300_000 + i as usize, 60 + i);
+            let uploaded = upload_file(&grid, temp_file(&data), &upload_options())
+                .await
+                .unwrap();
+            links.push(common::link(&format!("f{i}"), &Cap::File(uploaded.cap)));
+            files.push(data);
+        }
+        root.modify(&links).await.unwrap();
+        (root, files)
+    });
+    let base = std::env::temp_dir().join(format!("tahoe-mount-hostile-fuse-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let mountpoint = base.join("mnt");
+    std::fs::create_dir_all(&mountpoint).unwrap();
+    let mut options = FsOptions::new(upload_options(), mutable);
+    options.directory_params = params;
+    let fs = {
+        let _inside = runtime.enter();
+        let source = grid.clone();
+        Fs::new(
+            root.cap().clone(),
+            Arc::new(move || source.clone()),
+            None,
+            &base.join("spool"),
+            options,
+        )
+        .unwrap()
+        .0
+    };
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("tahoe-mount-test".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    config.n_threads = Some(2);
+    let adapter = tahoe_mount::fuse::FuseAdapter::new(fs, runtime.handle().clone());
+    let mut session = fuser::Session::new(adapter, &mountpoint, &config).expect("a FUSE mount");
+    let mut unmounter = session.unmount_callable();
+    let serving = std::thread::spawn(move || session.run());
+    hostile.attack(Attack::ManyMutableShares(u16::MAX));
+    let cost = Cost::start();
+    let outcome = std::panic::catch_unwind(|| {
+        let mut names: Vec<String> = std::fs::read_dir(&mountpoint)
+            .expect("the mount lists")
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["f0", "f1", "f2"]);
+        hostile.attack(Attack::HugeImmutableOffsets);
+        for (i, data) in files.iter().enumerate() {
+            let read = std::fs::read(mountpoint.join(format!("f{i}"))).expect("a read");
+            assert!(read == *data, "f{i} reads back different");
+        }
+    });
+    let unmounted = unmounter.unmount();
+    let _ = serving.join();
+    let _ = std::fs::remove_dir_all(&base);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    unmounted.expect("unmount");
+    cost.assert_within("through FUSE", 2.0, Duration::from_secs(10));
+    assert!(hostile.largest_read() <= 1 << 20, "{}", hostile.largest_read());
+    assert!(hostile.shares_read().iter().all(|&s| s < 256));
+}
