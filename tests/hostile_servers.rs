@@ -391,7 +391,8 @@ fn a_real_fuse_mount_reads_through_a_hostile_server_within_bounds() {
         root.modify(&links).await.unwrap();
         (root, files)
     });
-    let base = std::env::temp_dir().join(format!("tahoe-mount-hostile-fuse-{}", std::process::id()));
+    let base =
+        std::env::temp_dir().join(format!("tahoe-mount-hostile-fuse-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let mountpoint = base.join("mnt");
     std::fs::create_dir_all(&mountpoint).unwrap();
@@ -443,6 +444,10 @@ fn a_real_fuse_mount_reads_through_a_hostile_server_within_bounds() {
     }
     unmounted.expect("unmount");
     cost.assert_within("through FUSE", 2.0, Duration::from_secs(10));
-    assert!(hostile.largest_read() <= 1 << 20, "{}", hostile.largest_read());
+    assert!(
+        hostile.largest_read() <= 1 << 20,
+        "{}",
+        hostile.largest_read()
+    );
     assert!(hostile.shares_read().iter().all(|&s| s < 256));
 }
