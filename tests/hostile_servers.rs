@@ -247,7 +247,7 @@ fn a_read_turns_from_stalled_servers_to_others_promptly() {
 }
 
 /// A silent server once held every new file for the whole timeout (30 s): an upload's server queries and a new
-/// mutable file's first writes waited for it. Both now go around it once the others have answered.
+/// mutable file's first writes waited for it. Both now go around it a few seconds after the others answered.
 #[test]
 fn new_files_go_around_a_silent_server() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -273,12 +273,13 @@ fn new_files_go_around_a_silent_server() {
             .expect("a new mutable file around the silent server");
         let create_took = started.elapsed();
         eprintln!("upload {upload_took:?}, mutable create {create_took:?}");
+        // The grace for a server that does not answer is 5 s once the others have.
         assert!(
-            upload_took < Duration::from_secs(5),
+            upload_took < Duration::from_secs(10),
             "upload took {upload_took:?}"
         );
         assert!(
-            create_took < Duration::from_secs(5),
+            create_took < Duration::from_secs(10),
             "create took {create_took:?}"
         );
         honest[3].set_fault(tahoe_mount::storage::memory::Fault::None);

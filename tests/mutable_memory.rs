@@ -354,7 +354,7 @@ proptest! {
 }
 
 /// One silent server of five (a stopped process: every call pending) once held every read and write for the whole
-/// timeout: the servermap waited for every server. Reads and writes now go on shortly after the others answered;
+/// timeout (30 s): the servermap waited for every server. Reads and writes now go on soon after the others answered;
 /// a check still waits for it, and says it did not answer.
 #[test]
 fn one_silent_server_does_not_hold_up_reads_and_writes() {
@@ -380,8 +380,9 @@ fn one_silent_server_does_not_hold_up_reads_and_writes() {
             read_took < Duration::from_secs(2),
             "read took {read_took:?}"
         );
+        // A write waits longer for a silent server (3 s at least), which may hold a newer version.
         assert!(
-            write_took < Duration::from_secs(2),
+            write_took < Duration::from_secs(8),
             "write took {write_took:?}"
         );
         assert_eq!(seqnum, 2);

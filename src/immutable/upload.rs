@@ -323,8 +323,10 @@ async fn ask_server(
     }
 }
 
-/// The least an upload waits for the rest of the servers once those that answered can make it happy.
-const QUERY_GRACE: Duration = Duration::from_secs(1);
+/// The least an upload waits for the rest of the servers once those that answered can make it happy (and it
+/// waits three times as long as that took): long enough that a busy server is not taken for a silent one, which
+/// would place its shares elsewhere.
+const QUERY_GRACE: Duration = Duration::from_secs(5);
 
 /// Tahoe's server selection (`Tahoe2ServerSelector`): the first 2N servers in permuted order are asked whether
 /// a share fits (and, if none does, what they hold); shares are placed for happiness and allocated, the shares
@@ -361,8 +363,8 @@ async fn select_servers(
     }
     let mut answers = BTreeMap::new();
     let mut unusable: BTreeMap<usize, String> = BTreeMap::new();
-    // Once happiness is possible among the servers that answered, the rest get as long again (at least
-    // QUERY_GRACE): a silent server is then left out instead of holding the upload for the whole timeout.
+    // Once happiness is possible among the servers that answered, the rest get three times as long again (at
+    // least QUERY_GRACE): a silent server is then left out instead of holding the upload for the whole timeout.
     let started = tokio::time::Instant::now();
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut waiting: BTreeSet<usize> = candidates.iter().copied().collect();
@@ -387,7 +389,7 @@ async fn select_servers(
             }
         }
         if deadline.is_none() && answers.len() >= usize::from(params.happy).max(1) {
-            deadline = Some(tokio::time::Instant::now() + started.elapsed().max(QUERY_GRACE));
+            deadline = Some(tokio::time::Instant::now() + (started.elapsed() * 3).max(QUERY_GRACE));
         }
     }
     for index in waiting {

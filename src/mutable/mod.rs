@@ -511,7 +511,13 @@ impl MutableFile {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let map = self.servermap().await?;
+            let map = servermap::update(
+                &self.grid,
+                &self.keys,
+                self.options.timeout,
+                servermap::Mode::Write,
+            )
+            .await?;
             // A file with no shares anywhere cannot be written: its private key lives only in its shares.
             let current = self.read_from(&map).await?;
             if let Some(seen) = self.floor_above(current.seqnum) {

@@ -417,11 +417,12 @@ pub async fn publish(
     Ok(())
 }
 
-/// The least a publish waits for the last servers of a round once the others have answered.
-const WRITE_GRACE: Duration = Duration::from_secs(1);
+/// The least a publish waits for the last servers of a round once half have answered (and it waits three times as
+/// long as that took): a busy server is not taken for a silent one.
+const WRITE_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs one round of writes to `targets`, one per server. Once half of them have answered, the rest get as long
-/// again (at least [`WRITE_GRACE`]) and then count as failed, so their shares go elsewhere in the next round
+/// Runs one round of writes to `targets`, one per server. Once half of them have answered, the rest get three
+/// times as long again (at least [`WRITE_GRACE`]) and then count as failed, so their shares go elsewhere in the next round
 /// instead of a silent server holding the publish for the whole timeout. A write left behind may still land; it
 /// holds the same share of the same version, which does no harm.
 async fn write_round<F>(
@@ -447,7 +448,7 @@ where
         let Some(outcome) = next else { break };
         outcomes.push(outcome);
         if deadline.is_none() && outcomes.len() * 2 >= targets.len() {
-            deadline = Some(tokio::time::Instant::now() + started.elapsed().max(WRITE_GRACE));
+            deadline = Some(tokio::time::Instant::now() + (started.elapsed() * 3).max(WRITE_GRACE));
         }
     }
     let waited = started.elapsed().as_secs_f64();

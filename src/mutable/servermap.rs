@@ -234,16 +234,20 @@ async fn ask_server(
 /// How long a servermap update waits for servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// For reading and writing (Tahoe's `MODE_READ` and `MODE_WRITE` stop early too): once a recoverable version
-    /// is known, the servers still silent get as long again as that took (at least [`READ_GRACE`]), then are
-    /// left out as unreachable; a new version is then written to the servers that answered.
+    /// For reading (Tahoe's `MODE_READ` stops early too): once a recoverable version is known, the servers
+    /// still silent get as long again as that took (at least [`READ_GRACE`]), then are left out as unreachable.
     Read,
+    /// For writing a new version: as [`Mode::Read`], but the rest get three times as long (at least
+    /// [`WRITE_GRACE`]), because a busy server left out may hold a newer version that the write would not see.
+    Write,
     /// For checking and repair: every server, each up to the timeout.
     Check,
 }
 
 /// The least a [`Mode::Read`] update waits for the rest of the servers once a recoverable version is known.
 pub const READ_GRACE: Duration = Duration::from_millis(250);
+/// The least a [`Mode::Write`] update waits for them.
+pub const WRITE_GRACE: Duration = Duration::from_secs(3);
 
 /// Asks every server in the grid about the file and checks what they hold, waiting as `mode` says.
 pub async fn update(
@@ -293,8 +297,13 @@ pub async fn update(
                 }
             }
         }
-        if mode == Mode::Read && deadline.is_none() && map.best_recoverable().is_some() {
-            deadline = Some(tokio::time::Instant::now() + started.elapsed().max(READ_GRACE));
+        if deadline.is_none() && map.best_recoverable().is_some() {
+            let grace = match mode {
+                Mode::Read => Some(started.elapsed().max(READ_GRACE)),
+                Mode::Write => Some((started.elapsed() * 3).max(WRITE_GRACE)),
+                Mode::Check => None,
+            };
+            deadline = grace.map(|grace| tokio::time::Instant::now() + grace);
         }
     }
     for server in waiting {
