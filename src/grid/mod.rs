@@ -300,6 +300,18 @@ impl KnownServers {
     }
 }
 
+/// Awaits `next` unless `deadline` (if any) passes first: `None` when it did. The loops that ask every server and
+/// stop waiting for the slow ones a while after enough have answered all take their next answer this way.
+pub async fn before_deadline<T>(
+    deadline: Option<tokio::time::Instant>,
+    next: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at, next).await.ok(),
+        None => Some(next.await),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1030,12 +1030,8 @@ async fn locate_shares(
     let mut distinct: BTreeSet<ShareNumber> = BTreeSet::new();
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        let next = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, asks.join_next()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            },
-            None => asks.join_next().await,
+        let Some(next) = crate::grid::before_deadline(deadline, asks.join_next()).await else {
+            break;
         };
         let Some(Ok((_, server, answer))) = next else {
             if next.is_none() {

@@ -369,12 +369,8 @@ async fn select_servers(
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut waiting: BTreeSet<usize> = candidates.iter().copied().collect();
     loop {
-        let next = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, asks.join_next()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            },
-            None => asks.join_next().await,
+        let Some(next) = crate::grid::before_deadline(deadline, asks.join_next()).await else {
+            break;
         };
         let Some(joined) = next else { break };
         let (index, answer) =

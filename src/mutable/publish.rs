@@ -438,12 +438,8 @@ where
     let mut outcomes = Vec::with_capacity(targets.len());
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        let next = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, pending.next()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            },
-            None => pending.next().await,
+        let Some(next) = crate::grid::before_deadline(deadline, pending.next()).await else {
+            break;
         };
         let Some(outcome) = next else { break };
         outcomes.push(outcome);

@@ -272,12 +272,8 @@ pub async fn update(
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut waiting: BTreeSet<usize> = order.iter().copied().collect();
     loop {
-        let next = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, asks.next()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            },
-            None => asks.next().await,
+        let Some(next) = crate::grid::before_deadline(deadline, asks.next()).await else {
+            break;
         };
         let Some((server, answer)) = next else { break };
         waiting.remove(&server);
