@@ -619,3 +619,31 @@ async fn an_impostor_with_the_pinned_public_key_leaves_no_tub_id() {
     let err = client.tubid().await.unwrap_err();
     assert!(matches!(err, StorageError::Tls { .. }), "{err}");
 }
+
+/// Tahoe computes a mutable share's Content-Range before reading it, so a share rewritten meanwhile comes back
+/// shorter than announced: such a mutable read is asked again (three times in all) before it is an error; an
+/// immutable share never changes, so the first short reply is one.
+#[tokio::test]
+async fn a_short_mutable_share_read_is_asked_again() {
+    let short = http(
+        "206 Partial Content",
+        &[
+            ("Content-Range", "bytes 0-9/*".into()),
+            ("Content-Length", "5".into()),
+        ],
+        b"hello",
+    );
+    let fake = start(Behaviour::Reply(short.clone())).await;
+    let err = client(&fake)
+        .read_mutable_share(SI, 1, 0, 10)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Content-Range says"), "{err}");
+    assert_eq!(fake.requests.lock().unwrap().len(), 3);
+    let fake = start(Behaviour::Reply(short)).await;
+    client(&fake)
+        .read_immutable_share(SI, 1, 0, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(fake.requests.lock().unwrap().len(), 1);
+}

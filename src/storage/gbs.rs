@@ -33,6 +33,9 @@ use super::{
     UploadProgress,
 };
 
+/// How a reply whose body is shorter than its Content-Range is described (and recognized, for mutable shares).
+const SHORT_BODY: &str = "Content-Range says";
+
 const CBOR: &str = "application/cbor";
 /// Error bodies are only for messages; longer ones are cut.
 const MAX_ERROR_BODY: usize = 10_000;
@@ -524,8 +527,24 @@ impl GbsServer {
         offset: u64,
         length: u64,
     ) -> Result<Bytes, StorageError> {
-        self.read_share_into(kind, si, share, offset, length, None)
-            .await
+        // Tahoe's server computes a mutable share's Content-Range before it reads the share: one rewritten in
+        // between (a directory published while it is listed) comes back shorter than announced. Read it again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self
+                .read_share_into(kind, si, share, offset, length, None)
+                .await
+            {
+                Err(StorageError::Protocol { problem, .. })
+                    if kind == "mutable" && attempts < 3 && problem.contains(SHORT_BODY) =>
+                {
+                    // The rewrite is a few milliseconds: let it end.
+                    tokio::time::sleep(Duration::from_millis(50 * attempts)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Reads a share range; with `into`, appends the bytes there and returns nothing.
@@ -592,7 +611,7 @@ impl GbsServer {
                 }
                 if received as u64 != end - start + 1 {
                     return Err(self.protocol(format!(
-                        "{what}: Content-Range says {} bytes but the body has {received}",
+                        "{what}: {SHORT_BODY} {} bytes but the body has {received}",
                         end - start + 1,
                     )));
                 }

@@ -396,11 +396,11 @@ pub async fn advise_corruption(
         Err(_) => Err(format!("no answer within {:.0} s", timeout.as_secs_f64())),
     };
     match &outcome {
-        Ok(()) => crate::log_line!(
+        Ok(()) => tracing::info!(
             "tahoe-mount: told {} that its share {storage_index}/{share} is corrupt",
             server.name()
         ),
-        Err(why) => crate::log_line!(
+        Err(why) => tracing::warn!(
             "tahoe-mount: could not tell {} that its share {storage_index}/{share} is corrupt: {why}",
             server.name()
         ),
