@@ -1,7 +1,8 @@
-//! The mount's log: one line per event on standard error, which is `mount.log` for a background mount. Writing a
-//! line never fails its caller (a full disk must not turn a request's error into a panic, as `eprintln!` would),
-//! and a `mount.log` is rotated to `mount.log.1` when it passes [`limit`] bytes, so the log takes at most twice
-//! that on disk however long the mount runs.
+//! The log: the library's `tracing` events, one line each on standard error, which is `mount.log` for a background
+//! mount, filtered by `RUST_LOG` (default: `info` for tahoe-mount, `warn` for the libraries). Writing a line never
+//! fails its caller (a full disk must not turn a request's error into a panic, as `eprintln!` would), and a
+//! `mount.log` is rotated to `mount.log.1` when it passes [`limit`] bytes, so the log takes at most twice that on
+//! disk however long the mount runs. [`write_line`] is for the command line's own messages to the user.
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -15,12 +16,41 @@ pub const FILE_NAME: &str = "mount.log";
 /// Bytes a log file may reach before it is rotated; `TAHOE_MOUNT_LOG_LIMIT` overrides it (for tests).
 const DEFAULT_LIMIT: u64 = 8 << 20;
 
-/// Writes a line to the log; see the module documentation.
-#[macro_export]
-macro_rules! log_line {
-    ($($arg:tt)*) => {
-        $crate::daemon_log::write_line(&format!($($arg)*))
-    };
+/// Sends `tracing` events to the log, as the module documentation says. Call once, early; later calls do nothing.
+pub fn init() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tahoe_mount=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(EventLine::default)
+        .try_init();
+}
+
+/// One event's text, written as one log line when the event is done with it.
+#[derive(Default)]
+struct EventLine(Vec<u8>);
+
+impl Write for EventLine {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventLine {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let text = text.trim_end_matches('\n');
+        if !text.is_empty() {
+            write_line(text);
+        }
+    }
 }
 
 pub fn limit() -> u64 {
@@ -30,7 +60,7 @@ pub fn limit() -> u64 {
         .unwrap_or(DEFAULT_LIMIT)
 }
 
-/// Writes `text` unless a line under the same `key` was written less than `every` ago: for conditions that
+/// Logs `text` (a warning) unless a line under the same `key` was logged less than `every` ago: for conditions that
 /// recur on every request while they last (a server that does not answer), so the log says so without flooding.
 pub fn write_line_now_and_then(key: &str, every: std::time::Duration, text: &str) {
     static LAST: Mutex<Option<std::collections::HashMap<String, std::time::Instant>>> =
@@ -52,7 +82,7 @@ pub fn write_line_now_and_then(key: &str, every: std::time::Duration, text: &str
         }
         last.insert(key.to_owned(), now);
     }
-    write_line(text);
+    tracing::warn!("{text}");
 }
 
 /// Writes `text` and a newline to standard error, rotating a large `mount.log` first; errors are dropped.

@@ -13,7 +13,8 @@ use fuser::{
     Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Fs, FsError, Kind, NAME_MAX, SetAttr};
+use crate::fs::meta::Special;
+use crate::fs::{Attr, Caller, Fs, FsError, Kind, NAME_MAX, SetAttr};
 
 /// The kernel is told to send writes of up to this many bytes at once.
 const MAX_WRITE: u32 = 1 << 20;
@@ -30,14 +31,17 @@ impl FuseAdapter {
         FuseAdapter { fs, runtime }
     }
 
-    /// Runs `work` on the runtime with a clone of the filesystem.
-    fn spawn<F, Fut>(&self, work: F)
+    /// Runs `work`, the request `op`, on the runtime with a clone of the filesystem, in a span naming the request
+    /// (so that what it logs says which request it served).
+    fn spawn<F, Fut>(&self, op: &'static str, work: F)
     where
         F: FnOnce(Fs) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let fs = self.fs.clone();
-        self.runtime.spawn(async move { work(fs).await });
+        let span = tracing::info_span!("fuse", op);
+        self.runtime
+            .spawn(tracing::Instrument::instrument(work(fs), span));
     }
 }
 
@@ -45,7 +49,7 @@ impl FuseAdapter {
 /// written to the log with their cause (other errors are the application's own business: ENOENT, EEXIST, ...).
 fn errno(e: &FsError) -> Errno {
     if matches!(e, FsError::Grid(_) | FsError::Local(_)) {
-        crate::log_line!("tahoe-mount: a request failed with {}: {e}", e.errno());
+        tracing::warn!("tahoe-mount: a request failed with {}: {e}", e.errno());
     }
     Errno::from_i32(e.errno())
 }
@@ -55,20 +59,17 @@ fn file_attr(attr: &Attr) -> FileAttr {
         ino: INodeNo(attr.ino),
         size: attr.size,
         blocks: attr.size.div_ceil(512),
-        atime: attr.mtime,
+        atime: attr.atime,
         mtime: attr.mtime,
         ctime: attr.ctime,
         crtime: attr.ctime,
-        kind: match attr.kind {
-            Kind::Directory => FileType::Directory,
-            Kind::File => FileType::RegularFile,
-            Kind::Symlink => FileType::Symlink,
-        },
+        kind: file_type(attr.kind),
         perm: attr.perm,
         nlink: attr.nlink,
         uid: attr.uid,
         gid: attr.gid,
-        rdev: 0,
+        // The kernel's dev_t is 32 bits here (fuser's attr), as Linux encodes it for new_encode_dev.
+        rdev: attr.rdev as u32,
         blksize: BLOCK_SIZE,
         flags: 0,
     }
@@ -79,6 +80,18 @@ fn file_type(kind: Kind) -> FileType {
         Kind::Directory => FileType::Directory,
         Kind::File => FileType::RegularFile,
         Kind::Symlink => FileType::Symlink,
+        Kind::Special(Special::Fifo) => FileType::NamedPipe,
+        Kind::Special(Special::Socket) => FileType::Socket,
+        Kind::Special(Special::Char(_)) => FileType::CharDevice,
+        Kind::Special(Special::Block(_)) => FileType::BlockDevice,
+    }
+}
+
+/// Who asks, as `fs` wants it for the owner of a new entry.
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
     }
 }
 
@@ -94,9 +107,11 @@ fn time_of(time: TimeOrNow) -> SystemTime {
     }
 }
 
-fn reply_entry(reply: ReplyEntry, result: Result<Attr, FsError>) {
+/// Replies with an entry, which the kernel then holds until it forgets it (counted by `fs`).
+fn reply_entry(fs: &Fs, reply: ReplyEntry, result: Result<Attr, FsError>) {
     match result {
         Ok(attr) => {
+            fs.remember(attr.ino);
             reply.entry_with_ttls(&attr.ttl, &attr.entry_ttl, &file_attr(&attr), Generation(0))
         }
         Err(e) => reply.error(errno(&e)),
@@ -128,11 +143,17 @@ impl Filesystem for FuseAdapter {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        self.spawn(move |fs| async move { reply_entry(reply, fs.lookup(parent.0, &name).await) });
+        self.spawn("lookup", move |fs| async move {
+            reply_entry(&fs, reply, fs.lookup(parent.0, &name).await)
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(move |fs| async move {
+        self.spawn("getattr", move |fs| async move {
             match fs.getattr(ino.0).await {
                 Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno(&e)),
@@ -148,7 +169,7 @@ impl Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -160,13 +181,14 @@ impl Filesystem for FuseAdapter {
     ) {
         let change = SetAttr {
             size,
+            atime: atime.map(time_of),
             mtime: mtime.map(time_of),
             mode,
             uid,
             gid,
             fh: fh.map(|f| f.0),
         };
-        self.spawn(move |fs| async move {
+        self.spawn("setattr", move |fs| async move {
             match fs.setattr(ino.0, change).await {
                 Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno(&e)),
@@ -183,7 +205,7 @@ impl Filesystem for FuseAdapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -194,8 +216,35 @@ impl Filesystem for FuseAdapter {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        self.spawn(move |fs| async move {
-            reply_entry(reply, fs.mkdir(parent.0, &name, mode & !umask).await)
+        let caller = caller(req);
+        self.spawn("mkdir", move |fs| async move {
+            reply_entry(
+                &fs,
+                reply,
+                fs.mkdir(parent.0, &name, mode & !umask, caller).await,
+            )
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match name_of(name) {
+            Ok(name) => name,
+            Err(e) => return reply.error(e),
+        };
+        let caller = caller(req);
+        let mode = mode & !(umask & 0o7777);
+        self.spawn("mknod", move |fs| async move {
+            let made = fs.mknod(parent.0, &name, mode, u64::from(rdev), caller);
+            reply_entry(&fs, reply, made.await)
         });
     }
 
@@ -204,7 +253,9 @@ impl Filesystem for FuseAdapter {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        self.spawn(move |fs| async move { reply_empty(reply, fs.unlink(parent.0, &name).await) });
+        self.spawn("unlink", move |fs| async move {
+            reply_empty(reply, fs.unlink(parent.0, &name).await)
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -212,12 +263,14 @@ impl Filesystem for FuseAdapter {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        self.spawn(move |fs| async move { reply_empty(reply, fs.rmdir(parent.0, &name).await) });
+        self.spawn("rmdir", move |fs| async move {
+            reply_empty(reply, fs.rmdir(parent.0, &name).await)
+        });
     }
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
@@ -227,8 +280,13 @@ impl Filesystem for FuseAdapter {
             (Ok(name), Some(target)) => (name, target.to_owned()),
             _ => return reply.error(Errno::EINVAL),
         };
-        self.spawn(move |fs| async move {
-            reply_entry(reply, fs.symlink(parent.0, &name, &target).await)
+        let caller = caller(req);
+        self.spawn("symlink", move |fs| async move {
+            reply_entry(
+                &fs,
+                reply,
+                fs.symlink(parent.0, &name, &target, caller).await,
+            )
         });
     }
 
@@ -252,7 +310,7 @@ impl Filesystem for FuseAdapter {
             return reply.error(Errno::EINVAL);
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        self.spawn(move |fs| async move {
+        self.spawn("rename", move |fs| async move {
             reply_empty(
                 reply,
                 fs.rename(parent.0, &name, newparent.0, &newname, no_replace)
@@ -273,13 +331,13 @@ impl Filesystem for FuseAdapter {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        self.spawn(move |fs| async move {
-            reply_entry(reply, fs.link(ino.0, newparent.0, &name).await)
+        self.spawn("link", move |fs| async move {
+            reply_entry(&fs, reply, fs.link(ino.0, newparent.0, &name).await)
         });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(move |fs| async move {
+        self.spawn("open", move |fs| async move {
             match fs.open(ino.0, flags.0).await {
                 Ok(opened) => reply.opened(FileHandle(opened.fh), fopen_flags(opened.keep_cache)),
                 Err(e) => reply.error(errno(&e)),
@@ -298,7 +356,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(move |fs| async move {
+        self.spawn("read", move |fs| async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
@@ -319,7 +377,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
-        self.spawn(move |fs| async move {
+        self.spawn("write", move |fs| async move {
             match fs.write(fh.0, offset, &data).await {
                 Ok(written) => reply.written(written),
                 Err(e) => reply.error(errno(&e)),
@@ -336,7 +394,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         // Sealing fsyncs the spool file: local disk, but not instant, so off the FUSE thread too.
-        self.spawn(move |fs| async move {
+        self.spawn("flush", move |fs| async move {
             reply_empty(reply, tokio::task::block_in_place(|| fs.flush(fh.0)))
         });
     }
@@ -351,7 +409,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move {
+        self.spawn("release", move |fs| async move {
             let result = tokio::task::block_in_place(|| fs.flush(fh.0));
             fs.release(fh.0);
             reply_empty(reply, result)
@@ -366,11 +424,13 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move { reply_empty(reply, fs.fsync(fh.0).await) });
+        self.spawn("fsync", move |fs| async move {
+            reply_empty(reply, fs.fsync(fh.0).await)
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(move |fs| async move {
+        self.spawn("opendir", move |fs| async move {
             match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(&e)),
@@ -410,6 +470,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.readdir(fh.0, offset as usize) {
             Ok(entries) => {
+                let mut given = Vec::with_capacity(entries.len());
                 for (i, (entry, attr)) in entries.iter().enumerate() {
                     let next = offset + i as u64 + 1;
                     let full = match attr {
@@ -437,7 +498,12 @@ impl Filesystem for FuseAdapter {
                     if full {
                         break;
                     }
+                    if entry.name != "." && entry.name != ".." {
+                        given.push(entry.ino);
+                    }
                 }
+                // The kernel holds every entry sent but `.` and `..` as if looked up: counted under one lock.
+                self.fs.remember_all(&given);
                 reply.ok();
             }
             Err(e) => reply.error(errno(&e)),
@@ -464,13 +530,13 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move {
+        self.spawn("fsyncdir", move |fs| async move {
             reply_empty(reply, tokio::task::block_in_place(|| fs.sync_journal()))
         });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.spawn(move |fs| async move {
+        self.spawn("statfs", move |fs| async move {
             match fs.statfs().await {
                 Ok(s) => {
                     let block = 4096u64;
@@ -492,7 +558,7 @@ impl Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -504,15 +570,22 @@ impl Filesystem for FuseAdapter {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        self.spawn(move |fs| async move {
-            match fs.create(parent.0, &name, mode & !umask, flags).await {
-                Ok((attr, opened)) => reply.created(
-                    &attr.ttl.min(attr.entry_ttl),
-                    &file_attr(&attr),
-                    Generation(0),
-                    FileHandle(opened.fh),
-                    fopen_flags(opened.keep_cache),
-                ),
+        let caller = caller(req);
+        self.spawn("create", move |fs| async move {
+            match fs
+                .create(parent.0, &name, mode & !umask, flags, caller)
+                .await
+            {
+                Ok((attr, opened)) => {
+                    fs.remember(attr.ino);
+                    reply.created(
+                        &attr.ttl.min(attr.entry_ttl),
+                        &file_attr(&attr),
+                        Generation(0),
+                        FileHandle(opened.fh),
+                        fopen_flags(opened.keep_cache),
+                    )
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -532,8 +605,10 @@ fn placeholder(ino: u64, kind: Kind) -> Attr {
         ino,
         kind,
         size: 0,
+        atime: SystemTime::UNIX_EPOCH,
         mtime: SystemTime::UNIX_EPOCH,
         ctime: SystemTime::UNIX_EPOCH,
+        rdev: 0,
         perm: 0o755,
         nlink: 1,
         uid: 0,

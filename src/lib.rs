@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod daemon_log;
 pub mod dirnode;
 pub mod erasure;
+pub mod filenode;
 pub mod fs;
 pub mod fuse;
 pub mod grid;

@@ -5,181 +5,21 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::memory;
+use common::fs_world::{ME, World, ino_of, options, pattern, read_all, write_file};
 use proptest::prelude::*;
-use tahoe_mount::cap::{Cap, FileCap, MutableFormat};
-use tahoe_mount::config::Secret;
-use tahoe_mount::dirnode::{Child, Directory, DirectoryNode};
-use tahoe_mount::fs::{Fs, FsError, FsOptions, Kind, ROOT_INO, SetAttr};
-use tahoe_mount::grid::client::Grid;
-use tahoe_mount::immutable::download::{ChkReader, DownloadOptions};
-use tahoe_mount::immutable::params::EncodingParams;
-use tahoe_mount::immutable::upload::UploadOptions;
-use tahoe_mount::mutable::{MutableOptions, MutableParams};
-use tahoe_mount::storage::memory::{Fault, MemoryServer};
-
-fn options() -> FsOptions {
-    let mut upload = UploadOptions::new(Secret::new(vec![7; 32]), Secret::new(vec![9; 32]));
-    upload.params = EncodingParams {
-        needed: 2,
-        happy: 3,
-        total: 4,
-        max_segment_size: 4096,
-    };
-    upload.threads = 1;
-    let mut options = FsOptions::new(upload, MutableOptions::new(vec![9; 32]));
-    options.directory_params = MutableParams {
-        format: MutableFormat::Sdmf,
-        needed: 2,
-        happy: 3,
-        total: 4,
-    };
-    options.publish_delay = Duration::from_millis(5);
-    options.download = DownloadOptions {
-        cache_bytes: 64 << 10,
-        ..DownloadOptions::default()
-    };
-    options
-}
-
-struct World {
-    servers: Vec<Arc<MemoryServer>>,
-    grid: Grid,
-    root: Cap,
-    dir: PathBuf,
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tahoe-mount-fs-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-impl World {
-    async fn new(tag: &str) -> World {
-        let servers = memory::servers(5);
-        let grid = memory::grid_of(&servers);
-        let root = DirectoryNode::create(
-            grid.clone(),
-            &Directory::new(),
-            options().directory_params,
-            options().mutable,
-        )
-        .await
-        .unwrap()
-        .cap()
-        .clone();
-        World {
-            servers,
-            grid,
-            root,
-            dir: tempdir(tag),
-        }
-    }
-
-    fn mount(&self, spool: &str) -> Fs {
-        self.mount_with(spool, options())
-    }
-
-    fn mount_with(&self, spool: &str, options: FsOptions) -> Fs {
-        let grid = self.grid.clone();
-        let (fs, warnings) = Fs::new(
-            self.root.clone(),
-            Arc::new(move || grid.clone()),
-            None,
-            &self.dir.join(spool),
-            options,
-        )
-        .unwrap();
-        assert!(warnings.is_empty(), "{warnings:?}");
-        fs
-    }
-
-    /// The directory at `path` as the grid has it (not as any Fs caches it).
-    async fn grid_listing(&self, path: &[&str]) -> Directory {
-        let node =
-            DirectoryNode::open(self.grid.clone(), self.root.clone(), options().mutable).unwrap();
-        let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-        node.descend(&path)
-            .await
-            .unwrap()
-            .list()
-            .await
-            .unwrap()
-            .directory
-    }
-
-    async fn grid_file(&self, path: &[&str]) -> Vec<u8> {
-        let (last, dirs) = path.split_last().unwrap();
-        let listing = self.grid_listing(dirs).await;
-        let entry = listing
-            .get(last)
-            .unwrap_or_else(|| panic!("{path:?} is not on the grid"));
-        match &entry.child {
-            Child::Known(Cap::File(FileCap::Literal(data))) => data.clone(),
-            Child::Known(Cap::File(FileCap::Chk(chk))) => {
-                let reader = ChkReader::open(self.grid.clone(), *chk, DownloadOptions::default())
-                    .await
-                    .unwrap();
-                reader.read(0, chk.size).await.unwrap().to_vec()
-            }
-            other => panic!("{path:?} is {other:?}"),
-        }
-    }
-}
-
-async fn ino_of(fs: &Fs, path: &[&str]) -> Result<u64, FsError> {
-    let mut ino = ROOT_INO;
-    for name in path {
-        ino = fs.lookup(ino, name).await?.ino;
-    }
-    Ok(ino)
-}
-
-async fn write_file(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {
-    let (attr, opened) = fs
-        .create(parent, name, 0o644, libc::O_WRONLY)
-        .await
-        .unwrap();
-    for (i, chunk) in data.chunks(5000).enumerate() {
-        fs.write(opened.fh, (i * 5000) as u64, chunk).await.unwrap();
-    }
-    fs.flush(opened.fh).unwrap();
-    fs.release(opened.fh);
-    attr.ino
-}
-
-async fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
-    let opened = fs.open(ino, libc::O_RDONLY).await.unwrap();
-    let mut out = Vec::new();
-    loop {
-        let chunk = fs.read(opened.fh, out.len() as u64, 7000).await.unwrap();
-        if chunk.is_empty() {
-            break;
-        }
-        out.extend_from_slice(&chunk);
-    }
-    fs.release(opened.fh);
-    out
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
+use tahoe_mount::cap::{Cap, FileCap};
+use tahoe_mount::dirnode::{Directory, DirectoryNode};
+use tahoe_mount::fs::{Fs, FsError, Kind, ROOT_INO, SetAttr};
+use tahoe_mount::storage::memory::Fault;
 
 #[test]
 fn files_written_through_the_fs_land_on_the_grid_with_their_names_times_and_modes() {
     common::runtime().block_on(async {
         let world = World::new("basic").await;
         let fs = world.mount("spool");
-        let docs = fs.mkdir(ROOT_INO, "docs é", 0o750).await.unwrap();
+        let docs = fs.mkdir(ROOT_INO, "docs é", 0o750, ME).await.unwrap();
         let big = pattern(70_000, 1);
         let file = write_file(&fs, docs.ino, "report.bin", &big).await;
         write_file(&fs, ROOT_INO, "tiny", b"small enough to be literal").await;
@@ -260,8 +100,8 @@ fn renames_links_symlinks_and_removals_reach_the_grid() {
     common::runtime().block_on(async {
         let world = World::new("names").await;
         let fs = world.mount("spool");
-        let a = fs.mkdir(ROOT_INO, "a", 0o755).await.unwrap().ino;
-        let b = fs.mkdir(ROOT_INO, "b", 0o755).await.unwrap().ino;
+        let a = fs.mkdir(ROOT_INO, "a", 0o755, ME).await.unwrap().ino;
+        let b = fs.mkdir(ROOT_INO, "b", 0o755, ME).await.unwrap().ino;
         // rsync's way: a temporary name, then a rename over the old file.
         write_file(
             &fs,
@@ -276,7 +116,7 @@ fn renames_links_symlinks_and_removals_reach_the_grid() {
         fs.rename(a, "moved", b, "here", false).await.unwrap();
         let here = ino_of(&fs, &["b", "here"]).await.unwrap();
         fs.link(here, a, "hard").await.unwrap();
-        fs.symlink(b, "link", "../a/f").await.unwrap();
+        fs.symlink(b, "link", "../a/f", ME).await.unwrap();
         assert!(matches!(
             fs.rmdir(ROOT_INO, "a").await,
             Err(FsError::NotEmpty)
@@ -289,7 +129,7 @@ fn renames_links_symlinks_and_removals_reach_the_grid() {
             fs.rename(ROOT_INO, "a", a, "x", false).await,
             Err(FsError::Invalid(_))
         ));
-        fs.mkdir(ROOT_INO, "gone", 0o755).await.unwrap();
+        fs.mkdir(ROOT_INO, "gone", 0o755, ME).await.unwrap();
         fs.rmdir(ROOT_INO, "gone").await.unwrap();
         fs.drain(|_, _| {}).await;
 
@@ -334,7 +174,7 @@ fn files_closed_before_a_crash_are_uploaded_and_linked_by_the_next_run() {
         let runtime = common::runtime();
         runtime.block_on(async {
             let fs = world.mount("spool");
-            let dir = fs.mkdir(ROOT_INO, "d", 0o755).await.unwrap().ino;
+            let dir = fs.mkdir(ROOT_INO, "d", 0o755, ME).await.unwrap().ino;
             // Every server goes down: nothing leaves the spool before the "crash" (the runtime going away).
             for server in &world.servers {
                 server.set_fault(Fault::Down);
@@ -376,9 +216,12 @@ fn fsync_does_not_wait_for_the_publish_batching_delay() {
         let mut slow_batches = options();
         slow_batches.publish_delay = Duration::from_secs(3600);
         let fs = world.mount_with("spool", slow_batches);
-        let dir = fs.mkdir(ROOT_INO, "d", 0o755).await.unwrap().ino;
+        let dir = fs.mkdir(ROOT_INO, "d", 0o755, ME).await.unwrap().ino;
         let data = pattern(20_000, 3);
-        let (_, opened) = fs.create(dir, "f", 0o644, libc::O_WRONLY).await.unwrap();
+        let (_, opened) = fs
+            .create(dir, "f", 0o644, libc::O_WRONLY, ME)
+            .await
+            .unwrap();
         fs.write(opened.fh, 0, &data).await.unwrap();
         // Changes gather for an hour, unless an fsync waits for them: then its directories (the file's and the
         // new directory's parent) are published at once.
@@ -402,7 +245,7 @@ fn fsync_reports_an_unhappy_upload_and_the_data_waits_in_the_spool() {
         }
         let data = pattern(30_000, 5);
         let (attr, opened) = fs
-            .create(ROOT_INO, "f", 0o644, libc::O_WRONLY)
+            .create(ROOT_INO, "f", 0o644, libc::O_WRONLY, ME)
             .await
             .unwrap();
         fs.write(opened.fh, 0, &data).await.unwrap();
@@ -500,10 +343,60 @@ enum Op {
     Rmdir {
         dir: usize,
     },
+    Link {
+        from: usize,
+        to: usize,
+    },
+    Chown {
+        file: usize,
+        uid: u32,
+    },
+    Mkfifo {
+        file: usize,
+    },
     Restart,
 }
 
 const NAMES: [&str; 4] = ["a", "b", "sub/c", "sub/d é"];
+
+/// What the model knows of one file (one inode, whatever its names).
+#[derive(Debug, Clone, Default)]
+struct ModelFile {
+    bytes: Vec<u8>,
+    uid: u32,
+    fifo: bool,
+}
+
+/// Paths to files, and files: hard links are two paths with one file.
+#[derive(Debug, Default)]
+struct Model {
+    paths: BTreeMap<String, usize>,
+    files: Vec<ModelFile>,
+}
+
+impl Model {
+    fn file(&self, path: &str) -> Option<&ModelFile> {
+        self.paths.get(path).map(|&id| &self.files[id])
+    }
+
+    fn file_mut(&mut self, path: &str) -> Option<&mut ModelFile> {
+        let id = *self.paths.get(path)?;
+        Some(&mut self.files[id])
+    }
+
+    /// The file at `path`, made empty (owned by the mount's owner) if there is none.
+    fn file_or_new(&mut self, path: &str) -> &mut ModelFile {
+        let id = match self.paths.get(path) {
+            Some(&id) => id,
+            None => {
+                self.files.push(ModelFile::default());
+                self.paths.insert(path.to_owned(), self.files.len() - 1);
+                self.files.len() - 1
+            }
+        };
+        &mut self.files[id]
+    }
+}
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -514,6 +407,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..NAMES.len()).prop_map(|file| Op::Unlink { file }),
         1 => (0..2usize).prop_map(|dir| Op::Mkdir { dir }),
         1 => (0..2usize).prop_map(|dir| Op::Rmdir { dir }),
+        2 => (0..NAMES.len(), 0..NAMES.len()).prop_map(|(from, to)| Op::Link { from, to }),
+        1 => (0..NAMES.len(), 0u32..3).prop_map(|(file, uid)| Op::Chown { file, uid: 1000 + uid }),
+        1 => (0..NAMES.len()).prop_map(|file| Op::Mkfifo { file }),
         1 => Just(Op::Restart),
     ]
 }
@@ -528,13 +424,13 @@ async fn parent_of(fs: &Fs, path: &str) -> Result<(u64, String), FsError> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
-    /// Random sequences of writes, truncates, renames, removals and restarts (a crash: the runtime dropped with
-    /// uploads pending) against a model of what each path holds: the fs always agrees with the model, and at the
-    /// end, once drained, so does the grid.
+    /// Random sequences of writes, truncates, renames, removals, hard links, owner changes, FIFOs and restarts (a
+    /// crash: the runtime dropped with uploads pending) against a model of what each path holds and which paths are
+    /// one file: the fs always agrees with the model, and at the end, once drained, so does the grid.
     #[test]
     fn the_fs_agrees_with_a_model_of_paths_and_bytes(ops in proptest::collection::vec(op(), 1..25)) {
         let world = common::runtime().block_on(World::new("model"));
-        let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut model = Model::default();
         let mut dirs = [false, false];
         let dir_names = ["sub", "other"];
         let mut runtime = common::runtime();
@@ -548,13 +444,13 @@ proptest! {
                     fs = runtime.block_on(async { world.mount("spool") });
                 }
                 Op::Mkdir { dir } => {
-                    let result = runtime.block_on(fs.mkdir(ROOT_INO, dir_names[dir], 0o755));
+                    let result = runtime.block_on(fs.mkdir(ROOT_INO, dir_names[dir], 0o755, ME));
                     prop_assert_eq!(result.is_ok(), !dirs[dir], "mkdir {}", dir_names[dir]);
                     dirs[dir] = true;
                 }
                 Op::Rmdir { dir } => {
                     let name = dir_names[dir];
-                    let has_files = model.keys().any(|p| p.starts_with(&format!("{name}/")));
+                    let has_files = model.paths.keys().any(|p| p.starts_with(&format!("{name}/")));
                     let result = runtime.block_on(fs.rmdir(ROOT_INO, name));
                     match (dirs[dir], has_files) {
                         (false, _) => prop_assert!(matches!(result, Err(FsError::NotFound))),
@@ -567,11 +463,15 @@ proptest! {
                 }
                 Op::Write { file, offset, len, seed } => {
                     let path = NAMES[file];
+                    if model.file(path).is_some_and(|f| f.fifo) {
+                        // The kernel opens a FIFO itself: no write ever reaches the mount.
+                        continue;
+                    }
                     let parent_exists = !path.starts_with("sub/") || dirs[0];
                     let data = pattern(len as usize, seed);
                     let result = runtime.block_on(async {
                         let (parent, name) = parent_of(&fs, path).await?;
-                        let (_, opened) = fs.create(parent, &name, 0o644, libc::O_RDWR).await?;
+                        let (_, opened) = fs.create(parent, &name, 0o644, libc::O_RDWR, ME).await?;
                         fs.write(opened.fh, offset as u64, &data).await?;
                         fs.flush(opened.fh)?;
                         fs.release(opened.fh);
@@ -579,7 +479,7 @@ proptest! {
                     });
                     prop_assert_eq!(result.is_ok(), parent_exists, "write {} {:?}", path, result);
                     if parent_exists {
-                        let content = model.entry(path.to_owned()).or_default();
+                        let content = &mut model.file_or_new(path).bytes;
                         let end = offset as usize + data.len();
                         if content.len() < end {
                             content.resize(end, 0);
@@ -589,15 +489,18 @@ proptest! {
                 }
                 Op::Truncate { file, size } => {
                     let path = NAMES[file];
+                    if model.file(path).is_some_and(|f| f.fifo) {
+                        continue;
+                    }
                     let result = runtime.block_on(async {
                         let (parent, name) = parent_of(&fs, path).await?;
                         let ino = fs.lookup(parent, &name).await?.ino;
                         fs.setattr(ino, SetAttr { size: Some(size as u64), ..SetAttr::default() }).await
                     });
-                    match model.get_mut(path) {
-                        Some(content) => {
+                    match model.file_mut(path) {
+                        Some(file) => {
                             prop_assert!(result.is_ok(), "truncate {}: {:?}", path, result);
-                            content.resize(size as usize, 0);
+                            file.bytes.resize(size as usize, 0);
                         }
                         None => prop_assert!(result.is_err()),
                     }
@@ -610,12 +513,13 @@ proptest! {
                         fs.rename(p1, &n1, p2, &n2, false).await
                     });
                     let target_parent = !to.starts_with("sub/") || dirs[0];
-                    match model.get(from).cloned() {
-                        Some(content) if target_parent => {
+                    match model.paths.get(from).copied() {
+                        Some(id) if target_parent => {
                             prop_assert!(result.is_ok(), "rename {} {}: {:?}", from, to, result);
-                            if from != to {
-                                model.remove(from);
-                                model.insert(to.to_owned(), content);
+                            // Renaming a name onto another name of the same file does nothing (POSIX).
+                            if model.paths.get(to) != Some(&id) {
+                                model.paths.remove(from);
+                                model.paths.insert(to.to_owned(), id);
                             }
                         }
                         _ => prop_assert!(result.is_err(), "rename {} {} should fail", from, to),
@@ -627,17 +531,80 @@ proptest! {
                         let (parent, name) = parent_of(&fs, path).await?;
                         fs.unlink(parent, &name).await
                     });
-                    prop_assert_eq!(result.is_ok(), model.remove(path).is_some());
+                    prop_assert_eq!(result.is_ok(), model.paths.remove(path).is_some());
+                }
+                Op::Link { from, to } => {
+                    let (from, to) = (NAMES[from], NAMES[to]);
+                    let result = runtime.block_on(async {
+                        let (p1, n1) = parent_of(&fs, from).await?;
+                        let (p2, n2) = parent_of(&fs, to).await?;
+                        let ino = fs.lookup(p1, &n1).await?.ino;
+                        fs.link(ino, p2, &n2).await
+                    });
+                    let target_parent = !to.starts_with("sub/") || dirs[0];
+                    match model.paths.get(from).copied() {
+                        Some(id) if target_parent && !model.paths.contains_key(to) => {
+                            prop_assert!(result.is_ok(), "link {} {}: {:?}", from, to, result);
+                            model.paths.insert(to.to_owned(), id);
+                        }
+                        _ => prop_assert!(result.is_err(), "link {} {} should fail", from, to),
+                    }
+                }
+                Op::Chown { file, uid } => {
+                    let path = NAMES[file];
+                    let result = runtime.block_on(async {
+                        let (parent, name) = parent_of(&fs, path).await?;
+                        let ino = fs.lookup(parent, &name).await?.ino;
+                        fs.setattr(ino, SetAttr { uid: Some(uid), ..SetAttr::default() }).await
+                    });
+                    match model.file_mut(path) {
+                        Some(file) => {
+                            prop_assert!(result.is_ok(), "chown {}: {:?}", path, result);
+                            file.uid = uid;
+                        }
+                        None => prop_assert!(result.is_err()),
+                    }
+                }
+                Op::Mkfifo { file } => {
+                    let path = NAMES[file];
+                    let result = runtime.block_on(async {
+                        let (parent, name) = parent_of(&fs, path).await?;
+                        fs.mknod(parent, &name, libc::S_IFIFO | 0o644, 0, ME).await
+                    });
+                    let parent_exists = !path.starts_with("sub/") || dirs[0];
+                    if parent_exists && !model.paths.contains_key(path) {
+                        prop_assert!(result.is_ok(), "mkfifo {}: {:?}", path, result);
+                        model.file_or_new(path).fifo = true;
+                    } else {
+                        prop_assert!(result.is_err(), "mkfifo {} should fail", path);
+                    }
                 }
             }
-            // The fs agrees with the model after every step.
+            // The fs agrees with the model after every step: contents, kinds and owners, and which paths are one
+            // file (the same inode, with as many links as the model has names for it).
+            let mut seen = BTreeMap::new();
             for path in NAMES {
                 let got = runtime.block_on(async {
                     let (parent, name) = parent_of(&fs, path).await.ok()?;
-                    let ino = fs.lookup(parent, &name).await.ok()?.ino;
-                    Some(read_all(&fs, ino).await)
+                    let attr = fs.lookup(parent, &name).await.ok()?;
+                    Some((attr.ino, attr.kind, attr.uid, read_all(&fs, attr.ino).await))
                 });
-                prop_assert_eq!(got.as_ref(), model.get(path), "{}", path);
+                let want = model.file(path);
+                prop_assert_eq!(got.as_ref().map(|g| &g.3), want.map(|f| &f.bytes), "{}", path);
+                if let (Some((ino, kind, uid, _)), Some(file)) = (got, want) {
+                    prop_assert_eq!(kind == Kind::File, !file.fifo, "{} is {:?}", path, kind);
+                    prop_assert_eq!(uid, file.uid, "owner of {}", path);
+                    seen.insert(path, ino);
+                }
+            }
+            for (path, ino) in &seen {
+                let id = model.paths[*path];
+                let names = model.paths.values().filter(|&&other| other == id).count();
+                let attr = runtime.block_on(fs.getattr(*ino)).unwrap();
+                prop_assert_eq!(attr.nlink as usize, names, "nlink of {}", path);
+                for (other, other_ino) in &seen {
+                    prop_assert_eq!(model.paths[*other] == id, other_ino == ino, "{} and {}", path, other);
+                }
             }
         }
         runtime.block_on(fs.drain(|_, _| {}));
@@ -650,10 +617,10 @@ proptest! {
                 let dir = node.descend(&dirs).await.ok()?;
                 dir.list().await.unwrap().directory.get(last).cloned()
             });
-            match model.get(path) {
-                Some(content) => {
+            match model.file(path) {
+                Some(file) => {
                     prop_assert!(on_grid.is_some(), "{} missing on the grid", path);
-                    prop_assert_eq!(&runtime.block_on(world.grid_file(&parts)), content);
+                    prop_assert_eq!(&runtime.block_on(world.grid_file(&parts)), &file.bytes);
                 }
                 None => prop_assert!(on_grid.is_none(), "{} should not be on the grid", path),
             }
@@ -674,20 +641,26 @@ fn fsync_succeeds_with_one_server_of_five_down_when_happiness_allows() {
         five.upload.params.total = 5;
         five.directory_params.total = 5;
         let fs = world.mount_with("spool", five);
-        let dir = fs.mkdir(ROOT_INO, "d", 0o755).await.unwrap().ino;
-        let (_, opened) = fs.create(dir, "f", 0o644, libc::O_WRONLY).await.unwrap();
+        let dir = fs.mkdir(ROOT_INO, "d", 0o755, ME).await.unwrap().ino;
+        let (_, opened) = fs
+            .create(dir, "f", 0o644, libc::O_WRONLY, ME)
+            .await
+            .unwrap();
         fs.write(opened.fh, 0, b"before").await.unwrap();
         fs.fsync(opened.fh).await.unwrap();
         fs.release(opened.fh);
         world.servers[2].set_fault(Fault::Down);
         let data = pattern(20_000, 11);
-        let (_, opened) = fs.create(dir, "g", 0o644, libc::O_WRONLY).await.unwrap();
+        let (_, opened) = fs
+            .create(dir, "g", 0o644, libc::O_WRONLY, ME)
+            .await
+            .unwrap();
         fs.write(opened.fh, 0, &data).await.unwrap();
         fs.fsync(opened.fh)
             .await
             .expect("fsync with four of five servers and happiness 3");
         fs.release(opened.fh);
-        let renamed = fs.mkdir(ROOT_INO, "e", 0o755).await.unwrap().ino;
+        let renamed = fs.mkdir(ROOT_INO, "e", 0o755, ME).await.unwrap().ino;
         fs.rename(dir, "f", renamed, "f", false).await.unwrap();
         fs.drain(|_, _| {}).await;
         assert_eq!(world.grid_file(&["d", "g"]).await, data);
@@ -710,7 +683,7 @@ fn a_write_past_the_spool_limit_fails_with_edquot() {
             server.set_fault(Fault::Down);
         }
         let (_, opened) = fs
-            .create(ROOT_INO, "f", 0o644, libc::O_WRONLY)
+            .create(ROOT_INO, "f", 0o644, libc::O_WRONLY, ME)
             .await
             .unwrap();
         fs.write(opened.fh, 0, &pattern(60 << 10, 1)).await.unwrap();

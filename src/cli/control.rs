@@ -274,7 +274,9 @@ pub(super) fn unmount(
             if is_mounted(
                 &std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned()),
             ) {
-                crate::log_line!("tahoe-mount: {e:#}; unmounting it directly");
+                crate::daemon_log::write_line(&format!(
+                    "tahoe-mount: {e:#}; unmounting it directly"
+                ));
                 return lazy_unmount(mountpoint);
             }
             return Err(e);
@@ -296,7 +298,7 @@ pub(super) fn unmount(
         if let Some(why) = line.strip_prefix("error: ") {
             bail!("{why}");
         }
-        crate::log_line!("tahoe-mount: {line}");
+        crate::daemon_log::write_line(&format!("tahoe-mount: {line}"));
     }
     let mountpoint = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned());
     if is_mounted(&mountpoint) {
@@ -305,7 +307,7 @@ pub(super) fn unmount(
             mountpoint.display()
         );
     }
-    crate::log_line!("tahoe-mount: unmounted {}", mountpoint.display());
+    tracing::info!("tahoe-mount: unmounted {}", mountpoint.display());
     Ok(())
 }
 

@@ -306,8 +306,21 @@ struct ConfigArgs {
 }
 
 /// Parses the command line and runs the chosen command.
+/// glibc gives busy threads arenas of their own (up to eight per core), and memory freed in one is not reused by
+/// another: under fsstress the mount's peak RSS was 333 MiB with the default and 185 MiB with two arenas, for the
+/// same work. Two keep the mount within its cache size plus 64 MiB.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; it is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 pub fn run() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
+    crate::daemon_log::init();
     let result = match cli.command {
         Command::Mount(args) => mount::mount(args),
         Command::Unmount {

@@ -221,10 +221,10 @@ fn canonical_mountpoint(path: &Path) -> anyhow::Result<PathBuf> {
         Ok(_) => bail!("{}: the mountpoint is not a directory", path.display()),
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             // A mount whose process died (kill -9, a crash): clear it away, as a user would have to.
-            crate::log_line!(
+            crate::daemon_log::write_line(&format!(
                 "tahoe-mount: {} is a dead mount (its process is gone); unmounting it first",
                 path.display()
-            );
+            ));
             lazy_unmount(path)?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -408,15 +408,15 @@ fn start_background(args: &MountArgs, typed: &(String, Option<String>)) -> anyho
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap_or_default();
         if line == READY {
-            crate::log_line!(
+            crate::daemon_log::write_line(&format!(
                 "tahoe-mount: mounted {} (process {}; log {}); `tahoe-mount unmount {0}` waits for uploads",
                 args.mountpoint.display(),
                 child.id(),
                 log_path.display()
-            );
+            ));
             return Ok(());
         }
-        crate::log_line!("{line}");
+        crate::daemon_log::write_line(&line);
     }
     let status = child.wait()?;
     bail!(
@@ -634,14 +634,14 @@ fn run_mount_inner(
         )
         .with_context(|| format!("the spool at {}", spool_dir.display()))?;
         for warning in warnings {
-            crate::log_line!("tahoe-mount: warning: {warning}");
+            tracing::warn!("tahoe-mount: warning: {warning}");
         }
         let _ = mounted.set(fs.clone());
         runtime.spawn(maintainer.clone().run());
         fs
     };
     if fs.pending_count() > 0 {
-        crate::log_line!(
+        tracing::info!(
             "tahoe-mount: {} changes left by an earlier run are being uploaded and linked",
             fs.pending_count()
         );
@@ -652,8 +652,8 @@ fn run_mount_inner(
             Ok(report) => report
                 .warnings
                 .iter()
-                .for_each(|w| crate::log_line!("tahoe-mount: grid: {w}")),
-            Err(e) => crate::log_line!("tahoe-mount: grid: cannot refresh the server list: {e}"),
+                .for_each(|w| tracing::info!("tahoe-mount: grid: {w}")),
+            Err(e) => tracing::warn!("tahoe-mount: grid: cannot refresh the server list: {e}"),
         });
     }
 
@@ -702,7 +702,7 @@ fn run_mount_inner(
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminate.recv() => {}
             }
-            crate::log_line!(
+            tracing::warn!(
                 "tahoe-mount: signalled: unmounting and exiting (what is not on the grid yet stays in the \
                  journal for the next mount)"
             );
@@ -717,7 +717,7 @@ fn run_mount_inner(
     }
     let ended = session.run();
     let _ = std::fs::remove_file(&socket);
-    crate::log_line!("tahoe-mount: unmounted {}", mountpoint.display());
+    tracing::info!("tahoe-mount: unmounted {}", mountpoint.display());
     // Unmounted by `unmount` (which waited), by `fusermount3 -u` or by a signal: go on uploading while the grid
     // takes the changes (a signal or --keep-pending allows a few seconds), then exit; what is left stays in the
     // journal, which the next mount replays.
@@ -728,7 +728,7 @@ fn run_mount_inner(
         stopping.then(|| Instant::now() + STOPPING_GRACE),
         |count, bytes| {
             if count > 0 {
-                crate::log_line!(
+                tracing::info!(
                     "tahoe-mount: waiting for {count} changes ({}) to reach the grid",
                     human_bytes(bytes)
                 );
@@ -736,7 +736,7 @@ fn run_mount_inner(
         },
     );
     if waited != Waited::Done {
-        crate::log_line!(
+        tracing::warn!(
             "tahoe-mount: exiting with {} changes not on the grid yet{}; they are in the journal, and the next \
              mount of this grid uploads them",
             fs.pending_count(),
@@ -758,18 +758,10 @@ fn root_is_readonly(root: &Option<String>) -> bool {
 
 /// Half the free space where the spool lives, but at least 1 GiB.
 fn default_spool_limit(dir: &Path) -> u64 {
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        return 16 << 30;
-    };
-    let mut figures = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: statvfs writes the struct it is given; the path is a valid NUL-terminated string.
-    let ok = unsafe { libc::statvfs(path.as_ptr(), figures.as_mut_ptr()) } == 0;
-    if !ok {
-        return 16 << 30;
+    match crate::fs::spool::disk_space(dir) {
+        Some((free, _)) => (free / 2).max(1 << 30),
+        None => 16 << 30,
     }
-    // SAFETY: statvfs succeeded, so it filled the struct.
-    let figures = unsafe { figures.assume_init() };
-    (figures.f_bavail.saturating_mul(figures.f_frsize) / 2).max(1 << 30)
 }
 
 fn detach_stdout() {

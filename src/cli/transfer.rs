@@ -13,8 +13,9 @@ use anyhow::{Context, bail};
 use super::{ServerArgs, directories, human_bytes, runtime};
 use crate::cap::{Cap, FileCap, MutableFormat};
 use crate::config::{ConfigDir, read_secret_file};
+use crate::filenode::{FileNode, FileNodeOptions};
 use crate::grid::client::Grid;
-use crate::immutable::download::{ChkReader, DownloadOptions};
+use crate::immutable::download::DownloadOptions;
 use crate::immutable::params::EncodingParams;
 use crate::immutable::upload::{UploadOptions, upload_file};
 use crate::mutable::{MutableFile, MutableParams};
@@ -145,20 +146,31 @@ pub(super) fn get(servers: &ServerArgs, source: &str, file: Option<&Path>) -> an
         (Cap::Unknown(_), _) => bail!("not a cap kind this version knows"),
         (_, false) => directories::resolve_file_cap(&directories::connect(servers)?, source)?,
     };
-    let file_cap = &file_cap;
     let target = file.filter(|p| *p != Path::new("-"));
-    match file_cap {
-        FileCap::Literal(data) => write_output(target, |out| {
-            out.write_all(data)?;
+    let grid = match &file_cap {
+        FileCap::Literal(_) => Grid::new(Vec::new()),
+        FileCap::Mutable(_) => directories::connect(servers)?,
+        _ => servers.connect()?,
+    };
+    let options = FileNodeOptions {
+        download: DownloadOptions::default(),
+        mutable: directories::read_options(),
+    };
+    let runtime = runtime()?;
+    let node = runtime
+        .block_on(FileNode::open(grid, &file_cap, &options))
+        .context("cannot open the file")?;
+    match node {
+        FileNode::Literal(data) => write_output(target, |out| {
+            out.write_all(&data)?;
             Ok(())
         }),
-        FileCap::Chk(chk) => {
-            let grid = servers.connect()?;
-            let runtime = runtime()?;
-            let reader = runtime
-                .block_on(ChkReader::open(grid, *chk, DownloadOptions::default()))
-                .context("cannot open the file")?;
-            let progress = Progress::start("get", chk.size);
+        FileNode::Mutable(contents) => write_output(target, |out| {
+            out.write_all(&contents)?;
+            Ok(())
+        }),
+        FileNode::Chk(reader) => {
+            let progress = Progress::start("get", reader.size());
             let result = write_output(target, |out| {
                 let report = progress.clone().map(|p| move |done| p.update(done));
                 let report_ref = report.as_ref().map(|f| f as &(dyn Fn(u64) + Sync));
@@ -172,18 +184,6 @@ pub(super) fn get(servers: &ServerArgs, source: &str, file: Option<&Path>) -> an
                 eprintln!("tahoe-mount: used other shares instead of {dropped}");
             }
             result
-        }
-        FileCap::ChkVerifier(_) => bail!("a verify cap cannot read a file, only check it"),
-        FileCap::Mutable(cap) => {
-            let grid = directories::connect(servers)?;
-            let file = MutableFile::open(grid, *cap, directories::read_options());
-            let version = runtime()?
-                .block_on(file.read())
-                .context("cannot read the mutable file")?;
-            write_output(target, |out| {
-                out.write_all(&version.contents)?;
-                Ok(())
-            })
         }
     }
 }

@@ -124,12 +124,20 @@ impl DirectoryNode {
 
     /// The directory's entries (and those skipped because Tahoe would skip them).
     pub async fn list(&self) -> Result<Unpacked, DirectoryError> {
+        Ok(self.list_versioned().await?.0)
+    }
+
+    /// The listing, with the version's sequence number for a mutable directory (`None` for an immutable one).
+    pub async fn list_versioned(&self) -> Result<(Unpacked, Option<u64>), DirectoryError> {
         match self.mutable_file() {
             Some(file) => {
                 let version = file.read().await?;
-                Ok(unpack(&version.contents, &self.access)?)
+                Ok((
+                    unpack(&version.contents, &self.access)?,
+                    Some(version.seqnum),
+                ))
             }
-            None => Ok(read_immutable_directory(&self.grid, &self.cap).await?),
+            None => Ok((read_immutable_directory(&self.grid, &self.cap).await?, None)),
         }
     }
 

@@ -1,11 +1,15 @@
-//! What a directory entry's metadata says about a file beyond its cap: its modification time, permission bits and,
-//! for a symbolic link, its target. Tahoe keeps none of these itself, so they live in the entry's metadata:
+//! What a directory entry's metadata says about a file beyond its cap: its times, permission bits, owner, node type
+//! and, for a symbolic link, its target. Tahoe keeps none of these itself, so they live in the entry's metadata:
 //!
 //! - `mtime`: seconds since the epoch as a float, the key Tahoe's SFTP frontend and `tahoe backup` use, so other
 //!   Tahoe tools show the same time;
 //! - `tahoe-mount`: an object of ours with `mtime_ns` (the exact time in nanoseconds, which a float cannot hold, so
-//!   that `rsync -a` and `cp -p` round-trip), `mode` (the permission bits) and `symlink` (a link's target; the
-//!   linked file holds the target too, so `tahoe ls` and `tahoe get` show something sane).
+//!   that `rsync -a` and `cp -p` round-trip), `atime_ns` (only when set explicitly: reads never write), `ctime_ns`,
+//!   `mode` (the permission bits), `uid` and `gid` (only when set: an entry without shows the mounting user),
+//!   `type` and `rdev` for special files (`fifo`, `socket`, `char`, `block`: an empty file whose entry says what it
+//!   stands for), `symlink` (a link's target; the linked file holds the target too, so `tahoe ls` and `tahoe get`
+//!   show something sane), `link` (the hard-link group: every name carrying the same group and cap is one file)
+//!   and `links` (how many names the group had when the entry was written).
 //!
 //! A float `mtime` that disagrees with `mtime_ns` by more than a millisecond was set by another tool after us, and
 //! wins.
@@ -96,6 +100,124 @@ pub fn set_mode(metadata: &mut Metadata, mode: u32) {
     ours_mut(metadata).insert("mode", Json::int(i64::from(mode & 0o7777)));
 }
 
+fn number(metadata: &Metadata, key: &str) -> Option<i128> {
+    match ours(metadata)?.get(key)? {
+        Json::Int(digits) => digits.parse::<i128>().ok(),
+        _ => None,
+    }
+}
+
+fn set_number(metadata: &mut Metadata, key: &str, value: i128) {
+    ours_mut(metadata).insert(key, Json::Int(value.to_string()));
+}
+
+/// The access time, if one was set explicitly (`utimensat`, `touch -a`).
+pub fn atime(metadata: &Metadata) -> Option<SystemTime> {
+    number(metadata, "atime_ns").map(from_nanos)
+}
+
+pub fn set_atime(metadata: &mut Metadata, time: SystemTime) {
+    set_number(metadata, "atime_ns", to_nanos(time));
+}
+
+/// When the file's attributes or names last changed here.
+pub fn ctime(metadata: &Metadata) -> Option<SystemTime> {
+    number(metadata, "ctime_ns").map(from_nanos)
+}
+
+pub fn set_ctime(metadata: &mut Metadata, time: SystemTime) {
+    set_number(metadata, "ctime_ns", to_nanos(time));
+}
+
+/// The owner and group, if set.
+pub fn owner(metadata: &Metadata) -> (Option<u32>, Option<u32>) {
+    let id = |key| number(metadata, key).and_then(|n| u32::try_from(n).ok());
+    (id("uid"), id("gid"))
+}
+
+pub fn set_owner(metadata: &mut Metadata, uid: Option<u32>, gid: Option<u32>) {
+    if let Some(uid) = uid {
+        set_number(metadata, "uid", i128::from(uid));
+    }
+    if let Some(gid) = gid {
+        set_number(metadata, "gid", i128::from(gid));
+    }
+}
+
+/// What a special file stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    Fifo,
+    Socket,
+    Char(u64),
+    Block(u64),
+}
+
+impl Special {
+    /// From `mknod`'s mode (its `S_IFMT` bits) and device number; `None` for a regular file.
+    pub fn from_mode(mode: u32, rdev: u64) -> Option<Special> {
+        match mode & libc::S_IFMT {
+            libc::S_IFIFO => Some(Special::Fifo),
+            libc::S_IFSOCK => Some(Special::Socket),
+            libc::S_IFCHR => Some(Special::Char(rdev)),
+            libc::S_IFBLK => Some(Special::Block(rdev)),
+            _ => None,
+        }
+    }
+
+    pub fn rdev(self) -> u64 {
+        match self {
+            Special::Char(rdev) | Special::Block(rdev) => rdev,
+            Special::Fifo | Special::Socket => 0,
+        }
+    }
+}
+
+pub fn special(metadata: &Metadata) -> Option<Special> {
+    let rdev = number(metadata, "rdev")
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0);
+    match ours(metadata)?.get("type")?.as_str()? {
+        "fifo" => Some(Special::Fifo),
+        "socket" => Some(Special::Socket),
+        "char" => Some(Special::Char(rdev)),
+        "block" => Some(Special::Block(rdev)),
+        _ => None,
+    }
+}
+
+pub fn set_special(metadata: &mut Metadata, special: Special) {
+    let name = match special {
+        Special::Fifo => "fifo",
+        Special::Socket => "socket",
+        Special::Char(_) => "char",
+        Special::Block(_) => "block",
+    };
+    ours_mut(metadata).insert("type", Json::String(name.to_owned()));
+    if special.rdev() != 0 {
+        set_number(metadata, "rdev", i128::from(special.rdev()));
+    }
+}
+
+/// The hard-link group the entry belongs to, if it was ever given a second name.
+pub fn link_group(metadata: &Metadata) -> Option<&str> {
+    ours(metadata)?.get("link")?.as_str()
+}
+
+pub fn set_link_group(metadata: &mut Metadata, group: &str) {
+    ours_mut(metadata).insert("link", Json::String(group.to_owned()));
+}
+
+/// How many names the hard-link group had when this entry was last written (so that a later run shows the count
+/// before it has listed every directory holding one).
+pub fn link_count(metadata: &Metadata) -> Option<u32> {
+    number(metadata, "links").and_then(|n| u32::try_from(n).ok())
+}
+
+pub fn set_link_count(metadata: &mut Metadata, count: u32) {
+    set_number(metadata, "links", i128::from(count));
+}
+
 /// A symbolic link's target, if the entry is one.
 pub fn symlink_target(metadata: &Metadata) -> Option<&str> {
     ours(metadata)?.get("symlink")?.as_str()
@@ -136,5 +258,33 @@ mod tests {
         assert_eq!(symlink_target(&m), Some("../a b"));
         assert!(m.get("other").is_some());
         assert_eq!(mtime(&Metadata::parse(br#"{"mtime": "x"}"#).unwrap()), None);
+    }
+
+    #[test]
+    fn owners_special_files_times_and_link_groups_round_trip() {
+        let mut m = Metadata::new();
+        assert_eq!(owner(&m), (None, None));
+        assert_eq!(special(&m), None);
+        set_owner(&mut m, Some(1000), None);
+        set_owner(&mut m, None, Some(4_000_000_000));
+        let device = Special::from_mode(libc::S_IFCHR | 0o600, 0x0103).unwrap();
+        set_special(&mut m, device);
+        let t = from_nanos(1_700_000_000_000_000_001);
+        set_atime(&mut m, t);
+        set_ctime(&mut m, t);
+        set_link_group(&mut m, "5eed");
+        set_link_count(&mut m, 3);
+        let back = Metadata::parse(m.to_json().as_bytes()).unwrap();
+        assert_eq!(owner(&back), (Some(1000), Some(4_000_000_000)));
+        assert_eq!(special(&back), Some(Special::Char(0x0103)));
+        assert_eq!((atime(&back), ctime(&back)), (Some(t), Some(t)));
+        assert_eq!(link_group(&back), Some("5eed"));
+        assert_eq!(link_count(&back), Some(3));
+        assert_eq!(Special::from_mode(libc::S_IFREG | 0o644, 0), None);
+        assert_eq!(Special::from_mode(libc::S_IFIFO, 9), Some(Special::Fifo));
+        // Hostile values are ignored, not trusted.
+        let odd = Metadata::parse(br#"{"tahoe-mount": {"uid": -1, "type": "pipe", "rdev": "x"}}"#)
+            .unwrap();
+        assert_eq!((owner(&odd), special(&odd)), ((None, None), None));
     }
 }

@@ -13,9 +13,21 @@
 //! Durability: `close` (flush) returns once the bytes and the journal entry are on the local disk; `fsync` once
 //! the file is on the grid and linked in every directory up to the root. Errors from uploads and publishes reach
 //! `fsync`, and the data stays in the spool and is retried.
+//!
+//! The parts: `inodes` (the inode table: names, hard-link groups, link counts), `handles`, `listing` (the
+//! directory cache), [`spool`] (local versions and the journal), `replay` (the journal at start), `work` (the
+//! upload queue and the directory publishers), [`meta`] (what entry metadata says), with the types in `types`,
+//! `options` and `error`. This file holds the operations that tie them together.
 
+mod error;
+mod handles;
+mod inodes;
+mod listing;
 pub mod meta;
+mod options;
+mod replay;
 pub mod spool;
+mod types;
 mod work;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,12 +38,16 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, watch};
 
 use crate::cap::{Cap, FileCap};
-use crate::dirnode::{Child, DirectoryError, DirectoryNode, Metadata, normalize_name};
+use crate::dirnode::{DirectoryNode, Metadata, normalize_name};
+use crate::filenode::{self, FileNodeOptions, FileNodes};
 use crate::grid::client::Grid;
-use crate::immutable::download::{ChkReader, DownloadOptions};
-use crate::immutable::upload::UploadOptions;
-use crate::mutable::{MutableFile, MutableOptions, MutableParams, SeqnumFloors};
-use spool::{JournalEntry, JournalTarget, Spool, SpoolFile, journal_key};
+use crate::mutable::SeqnumFloors;
+pub use error::{FsError, FsResult, GridError};
+use handles::{DirHandle, FileHandle, Handle, Handles};
+use inodes::{FileState, Inode, InodeTable, Node, Target};
+pub use options::FsOptions;
+use spool::{JournalEntry, Spool, SpoolFile, journal_key};
+pub use types::{Activity, Attr, Caller, DirEntry, Kind, Opened, PendingItem, SetAttr, StatFs};
 
 pub const ROOT_INO: u64 = 1;
 /// The read-only view of the grid service directory, at `/.grid`.
@@ -40,236 +56,17 @@ pub const GRID_DIR_NAME: &str = ".grid";
 /// The longest name a directory entry may have through the mount (as most Linux filesystems).
 pub const NAME_MAX: usize = 255;
 
-/// An error with the errno the kernel gets.
-#[derive(Debug, thiserror::Error)]
-pub enum FsError {
-    #[error("no such file or directory")]
-    NotFound,
-    #[error("file exists")]
-    Exists,
-    #[error("not a directory")]
-    NotDir,
-    #[error("is a directory")]
-    IsDir,
-    #[error("directory not empty")]
-    NotEmpty,
-    #[error("read-only: {0}")]
-    ReadOnly(&'static str),
-    #[error("invalid: {0}")]
-    Invalid(String),
-    #[error("name too long")]
-    NameTooLong,
-    #[error("the spool is full: {0}")]
-    NoSpace(String),
-    #[error("not permitted: {0}")]
-    NotPermitted(&'static str),
-    #[error("bad file handle")]
-    BadHandle,
-    #[error("not supported: {0}")]
-    Unsupported(&'static str),
-    #[error("grid: {0}")]
-    Grid(String),
-    #[error("local disk: {0}")]
-    Local(#[from] std::io::Error),
-}
-
-impl FsError {
-    pub fn errno(&self) -> i32 {
-        match self {
-            FsError::NotFound => libc::ENOENT,
-            FsError::Exists => libc::EEXIST,
-            FsError::NotDir => libc::ENOTDIR,
-            FsError::IsDir => libc::EISDIR,
-            FsError::NotEmpty => libc::ENOTEMPTY,
-            FsError::ReadOnly(_) => libc::EROFS,
-            FsError::Invalid(_) => libc::EINVAL,
-            FsError::NameTooLong => libc::ENAMETOOLONG,
-            // The spool's own limit, not the disk's: a quota.
-            FsError::NoSpace(_) => libc::EDQUOT,
-            FsError::NotPermitted(_) => libc::EPERM,
-            FsError::BadHandle => libc::EBADF,
-            FsError::Unsupported(_) => libc::EOPNOTSUPP,
-            FsError::Grid(_) => libc::EIO,
-            FsError::Local(e) => e.raw_os_error().unwrap_or(match e.kind() {
-                // Errors given a path for the log keep their kind but lose their number.
-                std::io::ErrorKind::StorageFull => libc::ENOSPC,
-                std::io::ErrorKind::QuotaExceeded => libc::EDQUOT,
-                std::io::ErrorKind::PermissionDenied => libc::EACCES,
-                std::io::ErrorKind::ReadOnlyFilesystem => libc::EROFS,
-                std::io::ErrorKind::NotFound => libc::ENOENT,
-                _ => libc::EIO,
-            }),
-        }
-    }
-}
-
-impl From<DirectoryError> for FsError {
-    fn from(e: DirectoryError) -> Self {
-        FsError::Grid(e.to_string())
-    }
-}
-
-pub type FsResult<T> = Result<T, FsError>;
-
-/// What an inode is, as the kernel sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Directory,
-    File,
-    Symlink,
-}
-
-/// An inode's attributes, with how long the kernel may cache them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Attr {
-    pub ino: u64,
-    pub kind: Kind,
-    pub size: u64,
-    pub mtime: SystemTime,
-    pub ctime: SystemTime,
-    pub perm: u16,
-    pub nlink: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// How long the attributes may be cached: long for an immutable file (a name that comes to link another
-    /// cap gets a new inode), short for anything that may change.
-    pub ttl: Duration,
-    /// How long the name-to-inode mapping may be cached: the directory TTL, within which other clients' changes
-    /// show.
-    pub entry_ttl: Duration,
-}
-
-/// A directory entry as listed.
-#[derive(Debug, Clone)]
-pub struct DirEntry {
-    pub ino: u64,
-    pub kind: Kind,
-    pub name: String,
-}
-
-/// What `open` tells the kernel.
-#[derive(Debug, Clone, Copy)]
-pub struct Opened {
-    pub fh: u64,
-    /// The contents cannot have changed since the kernel last cached them (an immutable file).
-    pub keep_cache: bool,
-}
-
-/// Figures for `statfs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatFs {
-    /// Bytes the user can still store: the servers' free space divided by the expansion factor N/k.
-    pub free_bytes: u64,
-    pub total_bytes: u64,
-    pub servers_answering: usize,
-}
-
-/// A change not yet on the grid, for `status`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingItem {
-    /// Where, as a path below the mount when known, else the name and the directory's storage index.
-    pub path: String,
-    pub state: String,
-    pub bytes: u64,
-}
-
-/// What the filesystem has asked of the grid since it started, for `status` (and for finding out why something
-/// is slow).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Activity {
-    /// Directory listings read from the grid.
-    pub listings: u64,
-    /// Of those, listings not merged because one of our publishes to that directory ended meanwhile.
-    pub listings_dropped: u64,
-    pub directories_made: u64,
-    /// Files uploaded (CHK or LIT), and their bytes.
-    pub uploads: u64,
-    pub bytes_uploaded: u64,
-    /// Directory versions published, and the changes they carried.
-    pub publishes: u64,
-    pub changes_published: u64,
-    /// Failed attempts, each retried.
-    pub upload_failures: u64,
-    pub publish_failures: u64,
-}
+/// Directories removed from one name and remembered until a publish of the name succeeds (a publish that failed
+/// may still have landed, so each of them may be what the grid shows there).
+const MAX_REPLACED: usize = 16;
 
 /// Directories whose newest version seen the mount remembers (about 50 bytes each).
 const ROLLBACK_MEMORY: usize = 100_000;
-
-/// How the filesystem behaves.
-#[derive(Clone)]
-pub struct FsOptions {
-    pub upload: UploadOptions,
-    pub download: DownloadOptions,
-    pub mutable: MutableOptions,
-    /// The encoding of new directories.
-    pub directory_params: MutableParams,
-    /// How long a directory listing is trusted before the grid is asked again (others' changes show within it).
-    pub dir_ttl: Duration,
-    /// How long the kernel may cache the attributes of an immutable file.
-    pub immutable_ttl: Duration,
-    /// Bytes of open immutable files' verified segments kept in memory, all files together.
-    pub cache_bytes: usize,
-    /// Most bytes in the spool; writes beyond wait for uploads, then fail with EDQUOT.
-    pub spool_bytes: u64,
-    /// How long a directory's changes gather before they are published together.
-    pub publish_delay: Duration,
-    /// Files uploaded at once (`-o uploads`).
-    pub parallel_uploads: usize,
-    pub read_only: bool,
-    pub uid: u32,
-    pub gid: u32,
-    /// Told of files a read found damaged (shares missing, corrupt or out of reach), for a repair soon.
-    pub on_damage: Option<Arc<dyn Fn(Cap) + Send + Sync>>,
-    /// Permission bits taken away from entries stored without a mode (those another Tahoe client made): by
-    /// default the group's and others', so that `allow_other` shows them to nobody else until `-o umask=` says.
-    pub umask: u32,
-}
-
-impl FsOptions {
-    pub const DEFAULT_PARALLEL_UPLOADS: usize = 4;
-
-    pub fn new(upload: UploadOptions, mutable: MutableOptions) -> FsOptions {
-        FsOptions {
-            upload,
-            download: DownloadOptions::default(),
-            mutable,
-            directory_params: MutableParams::default_for(crate::cap::MutableFormat::Sdmf),
-            dir_ttl: Duration::from_secs(5),
-            immutable_ttl: Duration::from_secs(3600),
-            cache_bytes: 256 << 20,
-            spool_bytes: 16 << 30,
-            publish_delay: Duration::from_millis(100),
-            parallel_uploads: Self::DEFAULT_PARALLEL_UPLOADS,
-            read_only: false,
-            uid: 0,
-            gid: 0,
-            on_damage: None,
-            umask: 0o077,
-        }
-    }
-}
 
 /// The current grid, which the grid service directory's poller may replace while mounted.
 pub type GridSource = Arc<dyn Fn() -> Grid + Send + Sync>;
 /// The announcements shown under `/.grid`: (petname, announcement JSON).
 pub type AnnouncementSource = Arc<dyn Fn() -> Vec<(String, Vec<u8>)> + Send + Sync>;
-
-/// What a name links to.
-#[derive(Debug, Clone)]
-enum Target {
-    Cap(Cap),
-    Spool(Arc<SpoolFile>),
-}
-
-impl Target {
-    fn to_journal(&self) -> JournalTarget {
-        match self {
-            Target::Cap(cap) => JournalTarget::Cap(cap.to_string()),
-            Target::Spool(spool) => JournalTarget::Spool(spool.id.clone()),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Pending {
@@ -277,75 +74,9 @@ struct Pending {
     /// `None`: unlink.
     link: Option<(Target, Metadata)>,
     seq: u64,
-}
-
-#[derive(Debug)]
-struct FileNode {
-    /// What is (or is to be) linked under the name: the last closed version.
-    linked: Target,
-    /// Local bytes: the version being written (unsealed), or a sealed one (pending upload, or a copy of `linked`).
-    spool: Option<Arc<SpoolFile>>,
-    /// Written since its mtime was last set explicitly: sealing stamps it with the time.
-    mtime_dirty: bool,
-    /// The contents of a mutable file, once read.
-    mutable_contents: Option<Arc<Vec<u8>>>,
-}
-
-impl FileNode {
-    fn size(&self) -> u64 {
-        if let Some(spool) = &self.spool {
-            return spool.size();
-        }
-        match &self.linked {
-            Target::Spool(spool) => spool.size(),
-            Target::Cap(cap) => match cap {
-                Cap::File(f) => f.size().unwrap_or_else(|| {
-                    self.mutable_contents.as_ref().map_or(0, |c| c.len() as u64)
-                }),
-                _ => 0,
-            },
-        }
-    }
-
-    fn is_clean_immutable(&self) -> bool {
-        self.spool.is_none() && matches!(&self.linked, Target::Cap(Cap::File(f)) if !f.is_mutable())
-    }
-}
-
-#[derive(Debug)]
-enum Node {
-    Dir {
-        cap: Cap,
-        children: BTreeMap<String, u64>,
-        fetched: Option<Instant>,
-    },
-    File(FileNode),
-    /// A child tahoe-mount cannot show as a file or directory (an unknown cap): an empty read-only file.
-    Other,
-    GridDir {
-        children: BTreeMap<String, u64>,
-    },
-    GridFile {
-        body: Arc<Vec<u8>>,
-    },
-}
-
-#[derive(Debug)]
-struct Inode {
-    parent: u64,
-    name: String,
-    metadata: Metadata,
-    node: Node,
-}
-
-#[derive(Debug)]
-struct Handle {
-    ino: u64,
-    write: bool,
-    append: bool,
-    /// Written since the last seal.
-    wrote: bool,
-    entries: Option<Arc<Vec<DirEntry>>>,
+    /// Directories this process removed from the name since a publish of it last succeeded: one of them still on
+    /// the grid there is ours to replace, not another client's directory to keep (see `work::publish`).
+    replaces: Vec<Cap>,
 }
 
 #[derive(Default)]
@@ -356,10 +87,8 @@ struct Errors {
 }
 
 struct State {
-    inodes: HashMap<u64, Inode>,
-    next_ino: u64,
-    handles: HashMap<u64, Handle>,
-    next_fh: u64,
+    inodes: InodeTable,
+    handles: Handles,
     /// By (directory key, name).
     pending: BTreeMap<(String, String), Pending>,
     seq: u64,
@@ -373,16 +102,6 @@ struct State {
     activity: Activity,
 }
 
-impl State {
-    /// Gives `inode` the next number.
-    fn add_inode(&mut self, inode: Inode) -> u64 {
-        let ino = self.next_ino;
-        self.next_ino += 1;
-        self.inodes.insert(ino, inode);
-        ino
-    }
-}
-
 struct Inner {
     options: FsOptions,
     grid: GridSource,
@@ -394,7 +113,9 @@ struct Inner {
     upload_slots: Semaphore,
     /// Wakes directory publishers when an `fsync` starts waiting for one (see `State::urgent`).
     urgent: tokio::sync::Notify,
-    readers: Mutex<lru::LruCache<[u8; 16], ChkReader>>,
+    /// Readers of recently read files, shared by every inode and handle reading one.
+    files: FileNodes,
+    file_options: FileNodeOptions,
     statfs: Mutex<Option<(Instant, StatFs)>>,
     started: SystemTime,
     /// When the user last read or wrote, for [`Fs::idle_for`]: milliseconds after `clock_origin`.
@@ -431,41 +152,6 @@ fn check_name(name: &str) -> FsResult<String> {
     Ok(normalize_name(name))
 }
 
-fn node_from_child(child: &Child, metadata: &Metadata) -> Node {
-    match child {
-        Child::Known(cap @ Cap::Directory(_)) => Node::Dir {
-            cap: cap.clone(),
-            children: BTreeMap::new(),
-            fetched: None,
-        },
-        Child::Known(cap @ Cap::File(_)) => {
-            let _ = metadata;
-            Node::File(FileNode {
-                linked: Target::Cap(cap.clone()),
-                spool: None,
-                mtime_dirty: false,
-                mutable_contents: None,
-            })
-        }
-        _ => Node::Other,
-    }
-}
-
-/// Whether an inode already stands for `child` (so its number, and the kernel's caches of it, stay valid).
-fn same_child(node: &Node, child: &Child) -> bool {
-    match (node, child) {
-        (Node::Dir { cap, .. }, Child::Known(c)) => cap == c,
-        (Node::File(file), Child::Known(c)) => {
-            // A file being written here stays ours whatever the grid says: its handles write to this inode, and
-            // their close links it under its name.
-            file.spool.as_ref().is_some_and(|s| !s.is_sealed())
-                || matches!(&file.linked, Target::Cap(cap) if cap == c)
-        }
-        (Node::Other, Child::Unknown(_)) => true,
-        _ => false,
-    }
-}
-
 impl Fs {
     /// A filesystem whose root is the directory `root` (a writecap, or a readcap for a read-only mount), keeping
     /// its spool in `spool_dir`. Replays what an earlier run left in the journal: its files show where they were
@@ -491,121 +177,46 @@ impl Fs {
             options.mutable.floors = Some(Arc::new(SeqnumFloors::new(ROLLBACK_MEMORY)));
         }
         let spool = Spool::open(spool_dir)?;
-        let (entries, mut warnings) = spool.load_entries()?;
-        let mut pending = BTreeMap::new();
-        let mut keep = BTreeSet::new();
-        let mut spools: HashMap<String, Arc<SpoolFile>> = HashMap::new();
-        let mut seq = 0;
-        for (key, entry) in entries {
-            let dir_cap = match Cap::parse(&entry.dir) {
-                Ok(cap) if cap.is_directory() && !cap.is_readonly() => cap,
-                _ => {
-                    warnings.push(format!(
-                        "journal entry {key}: not a directory writecap; left on disk"
-                    ));
-                    continue;
-                }
-            };
-            let link = match &entry.link {
-                None => None,
-                Some(target) => {
-                    let metadata = match entry
-                        .metadata
-                        .as_deref()
-                        .map(|m| Metadata::parse(m.as_bytes()))
-                    {
-                        None => Metadata::new(),
-                        Some(Ok(m)) => m,
-                        Some(Err(e)) => {
-                            warnings.push(format!(
-                                "journal entry {key}: metadata {e}; linked without it"
-                            ));
-                            Metadata::new()
-                        }
-                    };
-                    let target = match target {
-                        JournalTarget::Cap(text) => match Cap::parse(text) {
-                            Ok(cap) => Target::Cap(cap),
-                            Err(e) => {
-                                warnings.push(format!("journal entry {key}: {e}; left on disk"));
-                                continue;
-                            }
-                        },
-                        JournalTarget::Spool(id) => {
-                            let file = match spools.get(id) {
-                                Some(file) => file.clone(),
-                                None => match spool.reopen(id) {
-                                    Ok(file) => {
-                                        spools.insert(id.clone(), file.clone());
-                                        file
-                                    }
-                                    Err(e) => {
-                                        warnings.push(format!(
-                                            "journal entry {key} ({:?}): its data is gone: {e}; left on disk",
-                                            entry.name
-                                        ));
-                                        continue;
-                                    }
-                                },
-                            };
-                            keep.insert(id.clone());
-                            Target::Spool(file)
-                        }
-                    };
-                    Some((target, metadata))
-                }
-            };
-            seq += 1;
-            pending.insert(
-                (dir_key(&dir_cap), normalize_name(&entry.name)),
-                Pending { dir_cap, link, seq },
-            );
-        }
-        spool.collect_garbage(&keep)?;
-        let mut inodes = HashMap::new();
-        inodes.insert(
-            ROOT_INO,
-            Inode {
-                parent: ROOT_INO,
-                name: String::new(),
-                metadata: Metadata::new(),
-                node: Node::Dir {
-                    cap: root,
-                    children: BTreeMap::new(),
-                    fetched: None,
-                },
+        let replay::Replayed {
+            pending,
+            spools,
+            seq,
+            warnings,
+        } = replay::replay(&spool)?;
+        let root_inode = Inode::new(
+            Metadata::new(),
+            Node::Dir {
+                cap: root,
+                children: BTreeMap::new(),
+                fetched: None,
             },
         );
-        if announcements.is_some() {
-            inodes.insert(
-                GRID_INO,
-                Inode {
-                    parent: ROOT_INO,
-                    name: GRID_DIR_NAME.into(),
-                    metadata: Metadata::new(),
-                    node: Node::GridDir {
-                        children: BTreeMap::new(),
-                    },
+        let grid_inode = announcements.is_some().then(|| {
+            Inode::new(
+                Metadata::new(),
+                Node::GridDir {
+                    children: BTreeMap::new(),
                 },
-            );
-        }
+            )
+        });
+        let inodes = InodeTable::new(root_inode, grid_inode);
         let reader_slots = (options.cache_bytes / options.download.cache_bytes.max(1)).max(1);
         let fs = Fs {
             inner: Arc::new(Inner {
                 upload_slots: Semaphore::new(options.parallel_uploads.max(1)),
                 urgent: tokio::sync::Notify::new(),
-                readers: Mutex::new(lru::LruCache::new(
-                    std::num::NonZeroUsize::new(reader_slots).expect("at least one"),
-                )),
+                files: FileNodes::new(reader_slots),
+                file_options: FileNodeOptions {
+                    download: options.download.clone(),
+                    mutable: options.mutable.clone(),
+                },
                 options,
                 grid,
                 announcements,
                 spool,
                 state: Mutex::new(State {
                     inodes,
-                    next_ino: GRID_INO + 1,
-                    handles: HashMap::new(),
-                    next_fh: 1,
+                    handles: Handles::default(),
                     pending,
                     seq,
                     publishing: BTreeSet::new(),
@@ -623,8 +234,8 @@ impl Fs {
                 runtime: tokio::runtime::Handle::current(),
             }),
         };
-        for file in spools.into_values() {
-            fs.enqueue_upload(file);
+        for file in spools {
+            fs.enqueue_upload(file, None);
         }
         fs.kick_all_publishers();
         Ok((fs, warnings))
@@ -642,32 +253,50 @@ impl Fs {
         (self.inner.grid)()
     }
 
-    fn attr_of(&self, ino: u64, inode: &Inode, parent_writeable: bool) -> Attr {
+    fn attr_locked(&self, state: &State, ino: u64) -> FsResult<Attr> {
+        let inode = state.inodes.get(&ino).ok_or(FsError::NotFound)?;
         let options = &self.inner.options;
-        let mtime = meta::mtime(&inode.metadata).unwrap_or(self.inner.started);
-        let ctime = inode
-            .metadata
-            .link_modification_time()
-            .map(|t| meta::from_nanos((t * 1e9) as i128))
-            .unwrap_or(mtime);
+        let parent_writable = match state.inodes.get(&inode.parent()).map(|p| &p.node) {
+            Some(Node::Dir { cap, .. }) => !cap.is_readonly(),
+            _ => false,
+        };
+        let stored_mtime = meta::mtime(&inode.metadata).unwrap_or(self.inner.started);
+        // A directory's entries changed here since its own entry was written: that is its mtime and ctime.
+        let mtime = inode
+            .contents_changed
+            .map_or(stored_mtime, |t| t.max(stored_mtime));
+        let ctime = meta::ctime(&inode.metadata)
+            .or_else(|| {
+                let link_time = inode.metadata.link_modification_time()?;
+                Some(meta::from_nanos((link_time * 1e9) as i128))
+            })
+            .unwrap_or(mtime)
+            .max(inode.contents_changed.unwrap_or(mtime));
         let stored_mode = meta::mode(&inode.metadata);
+        let (uid, gid) = meta::owner(&inode.metadata);
         let mut attr = Attr {
             ino,
             kind: Kind::File,
             size: 0,
+            atime: meta::atime(&inode.metadata).unwrap_or(mtime),
             mtime,
             ctime,
             perm: 0o644,
-            nlink: 1,
-            uid: options.uid,
-            gid: options.gid,
+            nlink: match inode.names().len() as u32 {
+                // Unlinked while open.
+                0 => 0,
+                known => known.max(meta::link_count(&inode.metadata).unwrap_or(0)),
+            },
+            uid: uid.unwrap_or(options.uid),
+            gid: gid.unwrap_or(options.gid),
+            rdev: 0,
             ttl: Duration::from_secs(1),
             entry_ttl: options.dir_ttl,
         };
         match &inode.node {
             Node::Dir { cap, children, .. } => {
                 attr.kind = Kind::Directory;
-                attr.nlink = 2;
+                attr.nlink = state.inodes.directory_nlink(ino);
                 attr.size = children.len() as u64;
                 attr.ttl = options.dir_ttl;
                 attr.perm = stored_mode.unwrap_or(0o777 & !options.umask) as u16;
@@ -682,8 +311,12 @@ impl Fs {
                     attr.size = target.len() as u64;
                     attr.perm = 0o777;
                 } else {
+                    if let Some(special) = meta::special(&inode.metadata) {
+                        attr.kind = Kind::Special(special);
+                        attr.rdev = special.rdev();
+                    }
                     attr.perm = stored_mode.unwrap_or(0o666 & !options.umask) as u16;
-                    if !parent_writeable || options.read_only {
+                    if !parent_writable || options.read_only {
                         attr.perm &= !0o222;
                     }
                 }
@@ -697,7 +330,7 @@ impl Fs {
             Node::GridDir { children } => {
                 attr.kind = Kind::Directory;
                 attr.perm = 0o555;
-                attr.nlink = 2;
+                attr.nlink = state.inodes.directory_nlink(ino);
                 attr.size = children.len() as u64;
                 attr.entry_ttl = Duration::from_secs(1);
             }
@@ -707,16 +340,7 @@ impl Fs {
                 attr.entry_ttl = Duration::from_secs(1);
             }
         }
-        attr
-    }
-
-    fn attr_locked(&self, state: &State, ino: u64) -> FsResult<Attr> {
-        let inode = state.inodes.get(&ino).ok_or(FsError::NotFound)?;
-        let parent_writeable = match state.inodes.get(&inode.parent).map(|p| &p.node) {
-            Some(Node::Dir { cap, .. }) => !cap.is_readonly(),
-            _ => false,
-        };
-        Ok(self.attr_of(ino, inode, parent_writeable))
+        Ok(attr)
     }
 
     /// An inode's attributes.
@@ -730,7 +354,7 @@ impl Fs {
         let cap = {
             let state = self.state();
             match state.inodes.get(&ino).map(|i| &i.node) {
-                Some(Node::File(FileNode {
+                Some(Node::File(FileState {
                     linked: Target::Cap(Cap::File(FileCap::Mutable(cap))),
                     spool: None,
                     mutable_contents: None,
@@ -739,12 +363,13 @@ impl Fs {
                 _ => return Ok(()),
             }
         };
-        let version = MutableFile::open(self.grid(), cap, self.inner.options.mutable.clone())
-            .read()
-            .await
-            .map_err(|e| FsError::Grid(e.to_string()))?;
+        let cap = FileCap::Mutable(cap);
+        let opened = filenode::FileNode::open(self.grid(), &cap, &self.inner.file_options);
+        let filenode::FileNode::Mutable(contents) = opened.await? else {
+            return Ok(());
+        };
         if let Some(Node::File(file)) = self.state().inodes.get_mut(&ino).map(|i| &mut i.node) {
-            file.mutable_contents = Some(Arc::new(version.contents));
+            file.mutable_contents = Some(contents);
         }
         Ok(())
     }
@@ -769,202 +394,13 @@ impl Fs {
         Ok(cap)
     }
 
-    /// Makes sure the directory's listing is younger than the directory TTL, asking the grid if not.
-    async fn refresh_dir(&self, ino: u64, force: bool) -> FsResult<()> {
-        if ino == GRID_INO {
-            self.refresh_grid_dir();
-            return Ok(());
-        }
-        let cap = {
-            let state = self.state();
-            match state.inodes.get(&ino).map(|i| &i.node) {
-                Some(Node::Dir { cap, fetched, .. }) => {
-                    if !force && fetched.is_some_and(|t| t.elapsed() < self.inner.options.dir_ttl) {
-                        return Ok(());
-                    }
-                    cap.clone()
-                }
-                Some(Node::GridDir { .. }) => return Ok(()),
-                Some(_) => return Err(FsError::NotDir),
-                None => return Err(FsError::NotFound),
-            }
-        };
-        let key = dir_key(&cap);
-        let node =
-            DirectoryNode::open(self.grid(), cap.clone(), self.inner.options.mutable.clone())?;
-        let mut attempts = 0;
-        let (listing, mut state) = loop {
-            attempts += 1;
-            let published_before = self.state().published.get(&key).copied();
-            let listing = node.list().await?;
-            let mut state = self.state();
-            state.activity.listings += 1;
-            if state.published.get(&key).copied() == published_before {
-                break (listing, state);
-            }
-            state.activity.listings_dropped += 1;
-            // One of our publishes ended meanwhile: this listing may lack what it carried, which is no longer
-            // pending. A directory already shown keeps its local view (which is right) until the next refresh;
-            // one never listed is read again.
-            let listed = matches!(
-                state.inodes.get(&ino).map(|i| &i.node),
-                Some(Node::Dir {
-                    fetched: Some(_),
-                    ..
-                })
-            );
-            if listed || attempts >= 5 {
-                return Ok(());
-            }
-        };
-        self.merge_listing(&mut state, ino, &key, &listing.directory)
-    }
-
-    /// Makes `directory` (just read from the grid, or just published by us) the listing of directory inode `ino`
-    /// (whose key is `key`), under this process's pending changes. Inodes that still stand for the same child keep
-    /// their numbers.
-    fn merge_listing(
-        &self,
-        state: &mut State,
-        ino: u64,
-        key: &str,
-        directory: &crate::dirnode::Directory,
-    ) -> FsResult<()> {
-        let pending: Vec<(String, Option<(Target, Metadata)>)> = state
-            .pending
-            .range((key.to_owned(), String::new())..)
-            .take_while(|((k, _), _)| k == key)
-            .map(|((_, name), p)| (name.clone(), p.link.clone()))
-            .collect();
-        let pending_names: BTreeSet<&str> = pending.iter().map(|(n, _)| n.as_str()).collect();
-        let old_children = match state.inodes.get(&ino).map(|i| &i.node) {
-            Some(Node::Dir { children, .. }) => children.clone(),
-            _ => return Err(FsError::NotFound),
-        };
-        let mut children = BTreeMap::new();
-        let mut made = Vec::new();
-        for (name, entry) in directory.iter() {
-            if pending_names.contains(name) || (ino == ROOT_INO && name == GRID_DIR_NAME) {
-                continue;
-            }
-            let kept = old_children.get(name).copied().filter(|old| {
-                state
-                    .inodes
-                    .get(old)
-                    .is_some_and(|i| same_child(&i.node, &entry.child))
-            });
-            match kept {
-                Some(old) => {
-                    if let Some(inode) = state.inodes.get_mut(&old) {
-                        inode.metadata = entry.metadata.clone();
-                    }
-                    children.insert(name.to_owned(), old);
-                }
-                None => made.push((
-                    name.to_owned(),
-                    node_from_child(&entry.child, &entry.metadata),
-                    entry.metadata.clone(),
-                )),
-            }
-        }
-        for (name, link) in pending {
-            let Some((target, metadata)) = link else {
-                continue;
-            };
-            if let Some(&old) = old_children.get(&name) {
-                children.insert(name, old);
-                continue;
-            }
-            // Left by an earlier run: shown as the journal has it.
-            let node = match &target {
-                Target::Cap(cap @ Cap::Directory(_)) => Node::Dir {
-                    cap: cap.clone(),
-                    children: BTreeMap::new(),
-                    fetched: None,
-                },
-                Target::Cap(Cap::Unknown(_)) => Node::Other,
-                target => Node::File(FileNode {
-                    linked: target.clone(),
-                    spool: match target {
-                        Target::Spool(s) => Some(s.clone()),
-                        Target::Cap(_) => None,
-                    },
-                    mtime_dirty: false,
-                    mutable_contents: None,
-                }),
-            };
-            made.push((name, node, metadata));
-        }
-        for (name, node, metadata) in made {
-            let new = state.add_inode(Inode {
-                parent: ino,
-                name: name.clone(),
-                metadata,
-                node,
-            });
-            children.insert(name, new);
-        }
-        if let Some(Node::Dir {
-            children: slot,
-            fetched,
-            ..
-        }) = state.inodes.get_mut(&ino).map(|i| &mut i.node)
-        {
-            *slot = children;
-            *fetched = Some(Instant::now());
-        }
-        Ok(())
-    }
-
-    fn refresh_grid_dir(&self) {
-        let Some(source) = &self.inner.announcements else {
-            return;
-        };
-        let announcements = source();
-        let mut state = self.state();
-        let old = match state.inodes.get(&GRID_INO).map(|i| &i.node) {
-            Some(Node::GridDir { children }) => children.clone(),
-            _ => return,
-        };
-        let mut children = BTreeMap::new();
-        for (petname, body) in announcements {
-            let Ok(name) = check_name(&petname) else {
-                continue;
-            };
-            let same = old.get(&name).copied().filter(|ino| {
-                matches!(state.inodes.get(ino).map(|i| &i.node), Some(Node::GridFile { body: b }) if **b == body)
-            });
-            let ino = match same {
-                Some(ino) => ino,
-                None => state.add_inode(Inode {
-                    parent: GRID_INO,
-                    name: name.clone(),
-                    metadata: Metadata::new(),
-                    node: Node::GridFile {
-                        body: Arc::new(body),
-                    },
-                }),
-            };
-            children.insert(name, ino);
-        }
-        if let Some(Node::GridDir { children: slot }) =
-            state.inodes.get_mut(&GRID_INO).map(|i| &mut i.node)
-        {
-            *slot = children;
-        }
-    }
-
     fn child_of(&self, state: &State, parent: u64, name: &str) -> FsResult<Option<u64>> {
         if parent == ROOT_INO && name == GRID_DIR_NAME && state.inodes.contains_key(&GRID_INO) {
             return Ok(Some(GRID_INO));
         }
-        match state.inodes.get(&parent).map(|i| &i.node) {
-            Some(Node::Dir { children, .. }) | Some(Node::GridDir { children }) => {
-                Ok(children.get(name).copied())
-            }
-            Some(_) => Err(FsError::NotDir),
-            None => Err(FsError::NotFound),
-        }
+        let inode = state.inodes.get(&parent).ok_or(FsError::NotFound)?;
+        let children = inode.node.children().ok_or(FsError::NotDir)?;
+        Ok(children.get(name).copied())
     }
 
     /// The entry `name` in directory `parent`.
@@ -997,7 +433,7 @@ impl Fs {
         }
         let mut out = Vec::with_capacity(children.len() + 2);
         let me = self.attr_locked(&state, ino)?;
-        let parent = self.attr_locked(&state, inode.parent)?;
+        let parent = self.attr_locked(&state, inode.parent())?;
         out.push((
             DirEntry {
                 ino,
@@ -1008,7 +444,7 @@ impl Fs {
         ));
         out.push((
             DirEntry {
-                ino: inode.parent,
+                ino: inode.parent(),
                 kind: Kind::Directory,
                 name: "..".into(),
             },
@@ -1032,27 +468,17 @@ impl Fs {
     /// Opens a directory: its entries are fixed for the handle, so that offsets stay meaningful.
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
         let entries: Vec<DirEntry> = self.list(ino).await?.into_iter().map(|(e, _)| e).collect();
-        let mut state = self.state();
-        let fh = state.next_fh;
-        state.next_fh += 1;
-        state.handles.insert(
-            fh,
-            Handle {
-                ino,
-                write: false,
-                append: false,
-                wrote: false,
-                entries: Some(Arc::new(entries)),
-            },
-        );
-        Ok(fh)
+        let entries = Arc::new(entries);
+        Ok(self
+            .state()
+            .handles
+            .open(ino, Handle::Dir(DirHandle { entries })))
     }
 
     /// The entries of an open directory from `offset` on.
     pub fn readdir(&self, fh: u64, offset: usize) -> FsResult<Vec<(DirEntry, Option<Attr>)>> {
         let state = self.state();
-        let handle = state.handles.get(&fh).ok_or(FsError::BadHandle)?;
-        let entries = handle.entries.clone().ok_or(FsError::NotDir)?;
+        let entries = state.handles.dir(fh)?.entries.clone();
         Ok(entries
             .iter()
             .skip(offset)
@@ -1062,29 +488,19 @@ impl Fs {
 
     pub fn release(&self, fh: u64) {
         let mut state = self.state();
-        let Some(handle) = state.handles.remove(&fh) else {
+        let Some(ino) = state.handles.close(fh) else {
             return;
         };
-        if state.handles.values().any(|h| h.ino == handle.ino) {
-            return;
-        }
         // The last close: a local copy of what is on the grid goes now (see `uploaded`).
         if let Some(Inode {
             node: Node::File(file),
             ..
-        }) = state.inodes.get_mut(&handle.ino)
+        }) = state.inodes.get_mut(&ino)
             && matches!(&file.linked, Target::Cap(_))
             && file.spool.as_ref().is_some_and(|s| s.is_sealed())
         {
             file.spool = None;
         }
-    }
-
-    fn new_fh(state: &mut State, handle: Handle) -> u64 {
-        let fh = state.next_fh;
-        state.next_fh += 1;
-        state.handles.insert(fh, handle);
-        fh
     }
 
     /// Records a pending change of `name` in the directory `dir` (in the journal first).
@@ -1096,12 +512,51 @@ impl Fs {
         link: Option<(Target, Metadata)>,
         durable: bool,
     ) -> FsResult<u64> {
+        self.record_change(state, dir_cap, name, link, None, durable)
+    }
+
+    /// Records a pending change as [`Fs::set_pending`] does; `removed` is the directory the change takes away from
+    /// the name, if it does. What an earlier pending change of the name removed stays removed.
+    fn record_change(
+        &self,
+        state: &mut State,
+        dir_cap: &Cap,
+        name: &str,
+        link: Option<(Target, Metadata)>,
+        removed: Option<Cap>,
+        durable: bool,
+    ) -> FsResult<u64> {
         let key = dir_key(dir_cap);
+        let mut replaces = state
+            .pending
+            .get(&(key.clone(), name.to_owned()))
+            .map(|earlier| earlier.replaces.clone())
+            .unwrap_or_default();
+        if let Some(removed) = removed
+            && !replaces.contains(&removed)
+        {
+            if replaces.len() == MAX_REPLACED {
+                replaces.remove(0);
+            }
+            replaces.push(removed);
+        }
+        tracing::debug!(
+            directory = &key[..key.len().min(8)],
+            name,
+            link = ?link.as_ref().map(|(t, _)| match t {
+                Target::Cap(cap) if cap.is_directory() => "directory",
+                Target::Cap(_) => "file",
+                Target::Spool(_) => "spooled file",
+            }),
+            replaces = ?replaces.iter().map(|c| dir_key(c)[..8].to_owned()).collect::<Vec<_>>(),
+            "pending change"
+        );
         let entry = JournalEntry {
             dir: dir_cap.to_string(),
             name: name.to_owned(),
             link: link.as_ref().map(|(t, _)| t.to_journal()),
             metadata: link.as_ref().map(|(_, m)| m.to_json()),
+            replaces: replaces.iter().map(Cap::to_string).collect(),
         };
         self.inner
             .spool
@@ -1114,6 +569,7 @@ impl Fs {
                 dir_cap: dir_cap.clone(),
                 link,
                 seq,
+                replaces,
             },
         );
         if let Some(Pending {
@@ -1138,22 +594,26 @@ impl Fs {
         }
     }
 
-    /// The (directory cap, name) an inode is linked under, or none for the root and unlinked inodes.
-    fn link_of(&self, state: &State, ino: u64) -> Option<(Cap, String)> {
+    /// The (directory cap, name) of each name an inode has: none for the root, the grid's view and files unlinked
+    /// while open.
+    fn links_of(&self, state: &State, ino: u64) -> Vec<(Cap, String)> {
         if ino == ROOT_INO {
-            return None;
+            return Vec::new();
         }
-        let inode = state.inodes.get(&ino)?;
-        let parent = state.inodes.get(&inode.parent)?;
-        match &parent.node {
-            Node::Dir { cap, children, .. } if children.get(&inode.name) == Some(&ino) => {
-                Some((cap.clone(), inode.name.clone()))
-            }
-            _ => None,
-        }
+        let Some(inode) = state.inodes.get(&ino) else {
+            return Vec::new();
+        };
+        inode
+            .names()
+            .iter()
+            .filter_map(|(dir, name)| match state.inodes.get(dir).map(|d| &d.node) {
+                Some(Node::Dir { cap, .. }) => Some((cap.clone(), name.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
-    /// What an inode links under its name now.
+    /// What an inode links under its names now.
     fn target_of(inode: &Inode) -> Option<Target> {
         match &inode.node {
             Node::Dir { cap, .. } => Some(Target::Cap(cap.clone())),
@@ -1162,20 +622,24 @@ impl Fs {
         }
     }
 
-    /// Journals an inode's link as it is now (after a metadata change, a rename, a seal).
+    /// Journals every name of an inode as it is now (after a metadata change, a rename, a seal). Returns the
+    /// newest journal sequence number, or none if the inode has no name.
     fn relink(&self, state: &mut State, ino: u64, durable: bool) -> FsResult<Option<u64>> {
-        let Some((dir_cap, name)) = self.link_of(state, ino) else {
-            return Ok(None);
-        };
+        let links = self.links_of(state, ino);
         let inode = state.inodes.get(&ino).ok_or(FsError::NotFound)?;
         let Some(target) = Self::target_of(inode) else {
             return Ok(None);
         };
         let metadata = inode.metadata.clone();
-        self.set_pending(state, &dir_cap, &name, Some((target, metadata)), durable)
-            .map(Some)
+        let mut newest = None;
+        for (dir_cap, name) in links {
+            let link = Some((target.clone(), metadata.clone()));
+            newest = Some(self.set_pending(state, &dir_cap, &name, link, durable)?);
+        }
+        Ok(newest)
     }
 
+    /// Adds a new inode named `name` in directory `parent`; the directory's entries changed now.
     fn insert_inode(
         state: &mut State,
         parent: u64,
@@ -1183,23 +647,74 @@ impl Fs {
         metadata: Metadata,
         node: Node,
     ) -> u64 {
-        let ino = state.add_inode(Inode {
-            parent,
-            name: name.to_owned(),
-            metadata,
-            node,
-        });
-        if let Some(Node::Dir { children, .. }) = state.inodes.get_mut(&parent).map(|i| &mut i.node)
-        {
-            children.insert(name.to_owned(), ino);
-        }
+        let ino = state.inodes.add(Inode::new(metadata, node));
+        state.inodes.attach(parent, name, ino);
+        Self::contents_changed(state, parent);
         ino
     }
 
-    fn new_metadata(mode: u32) -> Metadata {
+    /// Records in a hard-linked file's metadata how many names it has.
+    fn count_links(state: &mut State, ino: u64) {
+        if let Some(inode) = state.inodes.get_mut(&ino)
+            && meta::link_group(&inode.metadata).is_some()
+        {
+            let count = inode.names().len() as u32;
+            meta::set_link_count(&mut inode.metadata, count);
+        }
+    }
+
+    /// A hard-linked file lost a name: the names it keeps are written again with the new count.
+    fn names_lost(&self, state: &mut State, ino: u64) -> FsResult<()> {
+        let grouped = state
+            .inodes
+            .get(&ino)
+            .is_some_and(|i| meta::link_group(&i.metadata).is_some() && !i.names().is_empty());
+        if grouped {
+            Self::count_links(state, ino);
+            self.relink(state, ino, false)?;
+        }
+        Ok(())
+    }
+
+    /// An inode's names or attributes changed now: its ctime.
+    fn attributes_changed(state: &mut State, ino: u64) {
+        if let Some(inode) = state.inodes.get_mut(&ino) {
+            meta::set_ctime(&mut inode.metadata, SystemTime::now());
+        }
+    }
+
+    /// Marks a directory's entries changed now: its mtime and ctime.
+    fn contents_changed(state: &mut State, dir: u64) {
+        if let Some(inode) = state.inodes.get_mut(&dir) {
+            inode.contents_changed = Some(SystemTime::now());
+        }
+    }
+
+    /// The metadata of a new entry made by `caller` in directory `parent`: now as its times, `mode`, and the caller
+    /// as owner (stored only when not the mount's owner). In a set-group-ID directory the group is the directory's,
+    /// and a new directory inherits the bit, as on Linux.
+    fn new_metadata(&self, state: &State, parent: u64, mode: u32, caller: Caller) -> Metadata {
+        let options = &self.inner.options;
+        let mut mode = mode & 0o7777;
+        let mut gid = caller.gid;
+        if let Some(dir) = state.inodes.get(&parent)
+            && meta::mode(&dir.metadata).is_some_and(|m| m & libc::S_ISGID != 0)
+        {
+            gid = meta::owner(&dir.metadata).1.unwrap_or(options.gid);
+            if mode & libc::S_IFMT == libc::S_IFDIR {
+                mode |= libc::S_ISGID;
+            }
+        }
+        let now = SystemTime::now();
         let mut metadata = Metadata::new();
-        meta::set_mtime(&mut metadata, SystemTime::now());
+        meta::set_mtime(&mut metadata, now);
+        meta::set_ctime(&mut metadata, now);
         meta::set_mode(&mut metadata, mode);
+        meta::set_owner(
+            &mut metadata,
+            (caller.uid != options.uid).then_some(caller.uid),
+            (gid != options.gid).then_some(gid),
+        );
         metadata
     }
 
@@ -1210,6 +725,7 @@ impl Fs {
         name: &str,
         mode: u32,
         flags: i32,
+        caller: Caller,
     ) -> FsResult<(Attr, Opened)> {
         let name = check_name(name)?;
         self.refresh_dir(parent, false).await?;
@@ -1231,18 +747,18 @@ impl Fs {
         if self.child_of(&state, parent, &name)?.is_some() {
             return Err(FsError::Exists);
         }
-        let metadata = Self::new_metadata(mode);
+        let metadata = self.new_metadata(&state, parent, mode, caller);
+        let mut node = FileState::new(
+            Target::Cap(Cap::File(FileCap::Literal(Vec::new()))),
+            Some(file),
+        );
+        node.mtime_dirty = true;
         let ino = Self::insert_inode(
             &mut state,
             parent,
             &name,
             metadata.clone(),
-            Node::File(FileNode {
-                linked: Target::Cap(Cap::File(FileCap::Literal(Vec::new()))),
-                spool: Some(file),
-                mtime_dirty: true,
-                mutable_contents: None,
-            }),
+            Node::File(node),
         );
         self.set_pending(
             &mut state,
@@ -1254,15 +770,14 @@ impl Fs {
             )),
             false,
         )?;
-        let fh = Self::new_fh(
-            &mut state,
-            Handle {
+        let fh = state.handles.open(
+            ino,
+            Handle::File(FileHandle {
                 ino,
                 write: true,
                 append: flags & libc::O_APPEND != 0,
                 wrote: true,
-                entries: None,
-            },
+            }),
         );
         let attr = self.attr_locked(&state, ino)?;
         Ok((
@@ -1294,7 +809,7 @@ impl Fs {
                 if self.inner.options.read_only {
                     return Err(FsError::ReadOnly("the mount is read-only"));
                 }
-                if let Some(parent) = state.inodes.get(&inode.parent)
+                if let Some(parent) = state.inodes.get(&inode.parent())
                     && matches!(&parent.node, Node::Dir { cap, .. } if cap.is_readonly())
                 {
                     return Err(FsError::ReadOnly("a file in a read-only directory"));
@@ -1310,15 +825,14 @@ impl Fs {
             Some(Node::File(file)) => !write && file.is_clean_immutable(),
             _ => false,
         };
-        let fh = Self::new_fh(
-            &mut state,
-            Handle {
+        let fh = state.handles.open(
+            ino,
+            Handle::File(FileHandle {
                 ino,
                 write,
                 append: flags & libc::O_APPEND != 0,
                 wrote: truncate,
-                entries: None,
-            },
+            }),
         );
         Ok(Opened { fh, keep_cache })
     }
@@ -1352,18 +866,7 @@ impl Fs {
         let fresh = self.inner.spool.create()?;
         let keep = truncate_to.unwrap_or(u64::MAX);
         match source {
-            Target::Spool(old) => {
-                let end = old.size().min(keep);
-                let mut offset = 0;
-                while offset < end {
-                    let chunk = old.read_at(offset, (end - offset).min(4 << 20) as usize)?;
-                    if chunk.is_empty() {
-                        break;
-                    }
-                    fresh.write_at(offset, &chunk)?;
-                    offset += chunk.len() as u64;
-                }
-            }
+            Target::Spool(old) => fresh.copy_from(&old, keep)?,
             Target::Cap(cap) if keep > 0 => {
                 let size = self.file_size_of(&cap).await?;
                 let end = size.min(keep);
@@ -1403,14 +906,11 @@ impl Fs {
 
     async fn file_size_of(&self, cap: &Cap) -> FsResult<u64> {
         match cap {
-            Cap::File(FileCap::Mutable(m)) => {
+            Cap::File(file @ FileCap::Mutable(_)) => {
                 Ok(
-                    MutableFile::open(self.grid(), *m, self.inner.options.mutable.clone())
-                        .read()
-                        .await
-                        .map_err(|e| FsError::Grid(e.to_string()))?
-                        .contents
-                        .len() as u64,
+                    filenode::FileNode::open(self.grid(), file, &self.inner.file_options)
+                        .await?
+                        .size(),
                 )
             }
             Cap::File(f) => Ok(f.size().unwrap_or(0)),
@@ -1418,44 +918,43 @@ impl Fs {
         }
     }
 
-    /// Reads from a file's cap: literal bytes, a CHK file through a shared cached reader, or a mutable file's
-    /// contents (read once per inode).
+    /// Reads from a file's cap through the shared file nodes; a mutable file's contents are read once per inode.
     async fn read_cap(&self, ino: u64, cap: &Cap, offset: u64, size: u32) -> FsResult<Bytes> {
-        let slice = |data: &[u8]| {
-            let start = (offset as usize).min(data.len());
-            let end = start.saturating_add(size as usize).min(data.len());
-            Bytes::copy_from_slice(&data[start..end])
+        let Cap::File(file_cap) = cap else {
+            return Ok(Bytes::new());
         };
-        match cap {
-            Cap::File(FileCap::Literal(data)) => Ok(slice(data)),
-            Cap::File(FileCap::Chk(chk)) => {
-                let read = async {
-                    let reader = self.reader(chk).await?;
-                    let data = reader.read(offset, u64::from(size)).await;
-                    if reader.take_damage_report() {
-                        self.report_damage(cap);
-                    }
-                    data.map_err(|e| FsError::Grid(e.to_string()))
-                };
-                let result = read.await;
-                if result.is_err() {
-                    self.report_damage(cap);
-                }
-                result
-            }
-            Cap::File(FileCap::Mutable(_)) => {
+        let node = match file_cap {
+            FileCap::Mutable(_) => {
                 self.load_mutable_size(ino).await?;
                 let state = self.state();
                 match state.inodes.get(&ino).map(|i| &i.node) {
-                    Some(Node::File(FileNode {
+                    Some(Node::File(FileState {
                         mutable_contents: Some(c),
                         ..
-                    })) => Ok(slice(c)),
-                    _ => Ok(Bytes::new()),
+                    })) => filenode::FileNode::Mutable(c.clone()),
+                    _ => return Ok(Bytes::new()),
                 }
             }
-            _ => Ok(Bytes::new()),
+            _ => {
+                let opened = self
+                    .inner
+                    .files
+                    .open(self.grid(), file_cap, &self.inner.file_options)
+                    .await;
+                match opened {
+                    Ok(node) => node,
+                    Err(e) => {
+                        self.report_damage(cap);
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
+        let data = node.read(offset, u64::from(size)).await;
+        if data.is_err() || node.take_damage_report() {
+            self.report_damage(cap);
         }
+        Ok(data?)
     }
 
     fn report_damage(&self, cap: &Cap) {
@@ -1481,25 +980,12 @@ impl Fs {
             .store(now, std::sync::atomic::Ordering::Relaxed);
     }
 
-    async fn reader(&self, chk: &crate::cap::ChkCap) -> FsResult<ChkReader> {
-        let key = chk.storage_index();
-        if let Some(reader) = lock(&self.inner.readers).get(&key) {
-            return Ok(reader.clone());
-        }
-        let reader = ChkReader::open(self.grid(), *chk, self.inner.options.download.clone())
-            .await
-            .map_err(|e| FsError::Grid(e.to_string()))?;
-        lock(&self.inner.readers).put(key, reader.clone());
-        Ok(reader)
-    }
-
     /// Reads up to `size` bytes at `offset`.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         self.note_io();
         let (ino, source) = {
             let state = self.state();
-            let handle = state.handles.get(&fh).ok_or(FsError::BadHandle)?;
-            let ino = handle.ino;
+            let ino = state.handles.file(fh)?.ino;
             let inode = state.inodes.get(&ino).ok_or(FsError::NotFound)?;
             let source = match &inode.node {
                 Node::File(file) => match (&file.spool, &file.linked) {
@@ -1522,34 +1008,54 @@ impl Fs {
         }
     }
 
-    /// Waits until the spool has room for `bytes` more, or says it never will.
+    /// Waits until the spool has room for `bytes` more, or says it never will: within the spool's limit (else
+    /// EDQUOT), and leaving the disk under it some free space (else ENOSPC, before the disk is full).
     async fn reserve_spool(&self, bytes: u64) -> FsResult<()> {
-        let limit = self.inner.options.spool_bytes;
         let mut progress = self.inner.progress.subscribe();
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
-            let used = self.inner.spool.usage().bytes();
-            if used.saturating_add(bytes) <= limit {
+            let Err(refusal) = self.spool_has_room(bytes) else {
                 return Ok(());
-            }
+            };
             self.evict_clean_spools();
-            if self.inner.spool.usage().bytes().saturating_add(bytes) <= limit {
+            if self.spool_has_room(bytes).is_ok() {
                 return Ok(());
             }
             let waiting = !self.state().uploading.is_empty();
             if !waiting || Instant::now() > deadline {
-                return Err(FsError::NoSpace(format!(
-                    "{used} bytes are spooled, the limit is {limit}, and no upload under way would free any"
-                )));
+                return Err(refusal);
             }
             let _ = tokio::time::timeout(Duration::from_secs(5), progress.changed()).await;
         }
     }
 
+    fn spool_has_room(&self, bytes: u64) -> FsResult<()> {
+        let limit = self.inner.options.spool_bytes;
+        let used = self.inner.spool.usage().bytes();
+        if used.saturating_add(bytes) > limit {
+            return Err(FsError::NoSpace(format!(
+                "{used} bytes are spooled, the limit is {limit}, and no upload under way would free any"
+            )));
+        }
+        if let Some((free, total)) = self.inner.spool.disk_space() {
+            let keep = (total / 100).clamp(1 << 20, 1 << 30);
+            if free.saturating_sub(bytes) < keep {
+                return Err(FsError::Local(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!(
+                        "No space left for the spool: its disk has {free} bytes free, and {keep} are kept free \
+                         (no upload under way would free any)"
+                    ),
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Drops local copies of files that are on the grid (open handles keep theirs until they close).
     fn evict_clean_spools(&self) {
         let mut state = self.state();
-        for inode in state.inodes.values_mut() {
+        for (_, inode) in state.inodes.iter_mut() {
             if let Node::File(file) = &mut inode.node
                 && matches!(&file.linked, Target::Cap(_))
                 && file.spool.as_ref().is_some_and(|s| s.is_sealed())
@@ -1564,7 +1070,7 @@ impl Fs {
         self.note_io();
         let (ino, append) = {
             let state = self.state();
-            let handle = state.handles.get(&fh).ok_or(FsError::BadHandle)?;
+            let handle = state.handles.file(fh)?;
             if !handle.write {
                 return Err(FsError::BadHandle);
             }
@@ -1578,13 +1084,23 @@ impl Fs {
         }
         spool.write_at(offset, data)?;
         let mut state = self.state();
-        if let Some(handle) = state.handles.get_mut(&fh) {
+        if let Ok(handle) = state.handles.file_mut(fh) {
             handle.wrote = true;
         }
-        if let Some(Node::File(file)) = state.inodes.get_mut(&ino).map(|i| &mut i.node) {
-            file.mtime_dirty = true;
-        }
+        Self::file_written(&mut state, ino);
         Ok(data.len() as u32)
+    }
+
+    /// A file's contents changed now: its mtime and ctime show it at once, and its seal stamps them again.
+    fn file_written(state: &mut State, ino: u64) {
+        if let Some(inode) = state.inodes.get_mut(&ino)
+            && let Node::File(file) = &mut inode.node
+        {
+            file.mtime_dirty = true;
+            let now = SystemTime::now();
+            meta::set_mtime(&mut inode.metadata, now);
+            meta::set_ctime(&mut inode.metadata, now);
+        }
     }
 
     /// Seals the file's spool version, if it has one being written: fsynced, journaled as what the name links,
@@ -1612,10 +1128,12 @@ impl Fs {
             return Err(e.into());
         }
         if file.mtime_dirty {
-            meta::set_mtime(&mut inode.metadata, SystemTime::now());
+            let now = SystemTime::now();
+            meta::set_mtime(&mut inode.metadata, now);
+            meta::set_ctime(&mut inode.metadata, now);
             file.mtime_dirty = false;
         }
-        file.linked = Target::Spool(spool.clone());
+        file.replace_linked(Target::Spool(spool.clone()));
         let seq = match self.relink(&mut state, ino, true) {
             Ok(seq) => seq,
             Err(e) => {
@@ -1633,7 +1151,11 @@ impl Fs {
             // Unlinked while open: nothing will ever link these bytes.
             spool.release();
         } else {
-            self.enqueue_upload(spool);
+            let after = match previous {
+                Target::Spool(older) => Some(older.id.clone()),
+                Target::Cap(_) => None,
+            };
+            self.enqueue_upload(spool, after);
         }
         Ok(seq)
     }
@@ -1642,9 +1164,7 @@ impl Fs {
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let ino = {
             let mut state = self.state();
-            let Some(handle) = state.handles.get_mut(&fh) else {
-                return Err(FsError::BadHandle);
-            };
+            let handle = state.handles.file_mut(fh)?;
             if !handle.wrote {
                 return Ok(());
             }
@@ -1657,12 +1177,37 @@ impl Fs {
     /// Returns once the file's contents are uploaded and linked in every directory up to the root; an upload or
     /// publish that fails meanwhile is reported (the data stays in the spool and is retried).
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
-        let ino = self.state().handles.get(&fh).ok_or(FsError::BadHandle)?.ino;
+        let ino = self.state().handles.file(fh)?.ino;
         self.flush(fh)?;
         self.wait_durable(ino).await
     }
 
-    /// Waits until nothing pending stands between `ino` and the grid: its own link and its ancestors'.
+    /// A pending change between `ino` and the root: of one of its names, or of a name of a directory above one.
+    fn first_pending_above(
+        &self,
+        state: &State,
+        ino: u64,
+    ) -> Option<(String, Option<(Target, Metadata)>)> {
+        let mut todo = vec![ino];
+        let mut seen = BTreeSet::new();
+        while let Some(at) = todo.pop() {
+            if at == ROOT_INO || !seen.insert(at) {
+                continue;
+            }
+            for (dir_cap, name) in self.links_of(state, at) {
+                let key = dir_key(&dir_cap);
+                if let Some(p) = state.pending.get(&(key.clone(), name)) {
+                    return Some((key, p.link.clone()));
+                }
+            }
+            if let Some(inode) = state.inodes.get(&at) {
+                todo.extend(inode.names().iter().map(|(dir, _)| *dir));
+            }
+        }
+        None
+    }
+
+    /// Waits until nothing pending stands between `ino` and the grid: its own links and its ancestors'.
     pub async fn wait_durable(&self, ino: u64) -> FsResult<()> {
         let mut progress = self.inner.progress.subscribe();
         let since = self.state().errors.epoch;
@@ -1670,20 +1215,7 @@ impl Fs {
             progress.borrow_and_update();
             {
                 let mut state = self.state();
-                let mut blocked = None;
-                let mut at = ino;
-                while at != ROOT_INO {
-                    let Some((dir_cap, name)) = self.link_of(&state, at) else {
-                        break;
-                    };
-                    let key = dir_key(&dir_cap);
-                    if let Some(p) = state.pending.get(&(key.clone(), name.clone())) {
-                        blocked = Some((key, p.link.clone()));
-                        break;
-                    }
-                    at = state.inodes.get(&at).map_or(ROOT_INO, |i| i.parent);
-                }
-                let Some((key, link)) = blocked else {
+                let Some((key, link)) = self.first_pending_above(&state, ino) else {
                     return Ok(());
                 };
                 if state.urgent.insert(key.clone()) {
@@ -1693,40 +1225,35 @@ impl Fs {
                     && let Some((epoch, why)) = state.errors.uploads.get(&spool.id)
                     && *epoch > since
                 {
-                    return Err(FsError::Grid(format!(
-                        "upload failed (kept in the spool, retried): {why}"
-                    )));
+                    return Err(FsError::Grid(GridError::Retrying {
+                        what: "upload failed (kept in the spool, retried)",
+                        why: why.clone(),
+                    }));
                 }
                 if let Some((epoch, why)) = state.errors.publishes.get(&key)
                     && *epoch > since
                 {
-                    return Err(FsError::Grid(format!(
-                        "directory publish failed (kept, retried): {why}"
-                    )));
+                    return Err(FsError::Grid(GridError::Retrying {
+                        what: "directory publish failed (kept, retried)",
+                        why: why.clone(),
+                    }));
                 }
             }
             if progress.changed().await.is_err() {
-                return Err(FsError::Grid("shutting down".into()));
+                return Err(FsError::Grid(GridError::ShuttingDown));
             }
         }
     }
 
-    /// Sets what `setattr` may set: size (truncate), modification time, permission bits; owner changes to
-    /// anyone but the mount's owner are refused.
+    /// Sets what `setattr` may set: size (truncate), times, permission bits, owner and group. Who may change what
+    /// is the kernel's to check (`default_permissions`).
     pub async fn setattr(&self, ino: u64, change: SetAttr) -> FsResult<Attr> {
-        if let Some(uid) = change.uid
-            && uid != self.inner.options.uid
-        {
-            return Err(FsError::NotPermitted("files belong to the mount's owner"));
-        }
-        if let Some(gid) = change.gid
-            && gid != self.inner.options.gid
-        {
-            return Err(FsError::NotPermitted("files belong to the mount's group"));
-        }
-        let changes_anything =
-            change.size.is_some() || change.mtime.is_some() || change.mode.is_some();
-        if changes_anything {
+        let changes_metadata = change.mtime.is_some()
+            || change.atime.is_some()
+            || change.mode.is_some()
+            || change.uid.is_some()
+            || change.gid.is_some();
+        if changes_metadata || change.size.is_some() {
             let state = self.state();
             if self.inner.options.read_only {
                 return Err(FsError::ReadOnly("the mount is read-only"));
@@ -1739,24 +1266,20 @@ impl Fs {
                 return Err(FsError::ReadOnly("not yours to change"));
             }
             if ino != ROOT_INO
-                && let Ok(parent_cap) = self.dir_cap(&state, inode.parent)
+                && let Ok(parent_cap) = self.dir_cap(&state, inode.parent())
                 && parent_cap.is_readonly()
             {
                 return Err(FsError::ReadOnly("in a read-only directory"));
             }
         }
-        let size_change = match change.size {
-            // Truncating to the size it has changes nothing, and must not start a new version.
-            Some(size) if self.getattr(ino).await?.size == size => None,
-            other => other,
-        };
-        if let Some(size) = size_change {
-            self.writable_spool(ino, Some(size)).await?;
-            let mut state = self.state();
-            if let Some(Node::File(file)) = state.inodes.get_mut(&ino).map(|i| &mut i.node) {
-                file.mtime_dirty = true;
+        if let Some(size) = change.size {
+            // Truncating to the size it has starts no new version, but is a change (its times move).
+            if self.getattr(ino).await?.size != size {
+                self.writable_spool(ino, Some(size)).await?;
             }
-            match change.fh.and_then(|fh| state.handles.get_mut(&fh)) {
+            let mut state = self.state();
+            Self::file_written(&mut state, ino);
+            match change.fh.and_then(|fh| state.handles.file_mut(fh).ok()) {
                 Some(handle) => handle.wrote = true,
                 None => {
                     drop(state);
@@ -1765,25 +1288,38 @@ impl Fs {
                 }
             }
         }
-        if change.mtime.is_some() || change.mode.is_some() {
+        if changes_metadata {
             let mut state = self.state();
             let inode = state.inodes.get_mut(&ino).ok_or(FsError::NotFound)?;
+            let metadata = &mut inode.metadata;
             if let Some(mtime) = change.mtime {
-                meta::set_mtime(&mut inode.metadata, mtime);
+                meta::set_mtime(metadata, mtime);
+                inode.contents_changed = None;
                 if let Node::File(file) = &mut inode.node {
                     file.mtime_dirty = false;
                 }
             }
-            if let Some(mode) = change.mode {
-                meta::set_mode(&mut inode.metadata, mode);
+            if let Some(atime) = change.atime {
+                meta::set_atime(metadata, atime);
             }
+            if let Some(mode) = change.mode {
+                meta::set_mode(metadata, mode);
+            }
+            meta::set_owner(metadata, change.uid, change.gid);
+            meta::set_ctime(metadata, SystemTime::now());
             self.relink(&mut state, ino, false)?;
         }
         self.getattr(ino).await
     }
 
     /// Makes a directory: a new Tahoe directory on the grid, linked into its parent with the next publish.
-    pub async fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
         let name = check_name(name)?;
         self.refresh_dir(parent, false).await?;
         {
@@ -1806,7 +1342,7 @@ impl Fs {
         if self.child_of(&state, parent, &name)?.is_some() {
             return Err(FsError::Exists);
         }
-        let metadata = Self::new_metadata(mode);
+        let metadata = self.new_metadata(&state, parent, mode | libc::S_IFDIR, caller);
         let cap = node.cap().clone();
         let ino = Self::insert_inode(
             &mut state,
@@ -1830,7 +1366,13 @@ impl Fs {
     }
 
     /// Makes a symbolic link: a small file holding the target, marked as a link in its metadata.
-    pub async fn symlink(&self, parent: u64, name: &str, target: &str) -> FsResult<Attr> {
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &str,
+        caller: Caller,
+    ) -> FsResult<Attr> {
         let name = check_name(name)?;
         if target.is_empty() || target.len() > 4095 {
             return Err(FsError::Invalid(
@@ -1846,23 +1388,51 @@ impl Fs {
             if self.child_of(&state, parent, &name)?.is_some() {
                 return Err(FsError::Exists);
             }
-            let mut metadata = Self::new_metadata(0o777);
+            let mut metadata = self.new_metadata(&state, parent, 0o777, caller);
             meta::set_symlink_target(&mut metadata, target);
-            Self::insert_inode(
-                &mut state,
-                parent,
-                &name,
-                metadata,
-                Node::File(FileNode {
-                    linked: Target::Cap(Cap::File(FileCap::Literal(Vec::new()))),
-                    spool: Some(file),
-                    mtime_dirty: false,
-                    mutable_contents: None,
-                }),
-            )
+            let node = FileState::new(
+                Target::Cap(Cap::File(FileCap::Literal(Vec::new()))),
+                Some(file),
+            );
+            Self::insert_inode(&mut state, parent, &name, metadata, Node::File(node))
         };
         self.seal(ino)?;
         self.getattr(ino).await
+    }
+
+    /// Makes a FIFO, socket, device node (an empty file whose entry says what it stands for: the kernel, not this
+    /// mount, opens what it names) or an empty regular file.
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        rdev: u64,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        let special = meta::Special::from_mode(mode, rdev);
+        if special.is_none() && mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return Err(FsError::Invalid(format!(
+                "mknod of file type {:o}",
+                mode & libc::S_IFMT
+            )));
+        }
+        let name = check_name(name)?;
+        self.refresh_dir(parent, false).await?;
+        let mut state = self.state();
+        let dir_cap = self.writeable_dir(&state, parent)?;
+        if self.child_of(&state, parent, &name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let mut metadata = self.new_metadata(&state, parent, mode, caller);
+        if let Some(special) = special {
+            meta::set_special(&mut metadata, special);
+        }
+        let empty = Target::Cap(Cap::File(FileCap::Literal(Vec::new())));
+        let node = Node::File(FileState::new(empty.clone(), None));
+        let ino = Self::insert_inode(&mut state, parent, &name, metadata.clone(), node);
+        self.set_pending(&mut state, &dir_cap, &name, Some((empty, metadata)), false)?;
+        self.attr_locked(&state, ino)
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<String> {
@@ -1917,11 +1487,20 @@ impl Fs {
         {
             return Err(FsError::NotEmpty);
         }
-        if let Some(Node::Dir { children, .. }) = state.inodes.get_mut(&parent).map(|i| &mut i.node)
-        {
-            children.remove(&name);
-        }
-        self.set_pending(&mut state, &dir_cap, &name, None, false)?;
+        let removed_dir = match state.inodes.get(&child).map(|i| &i.node) {
+            Some(Node::Dir { cap, .. }) => Some(cap.clone()),
+            _ => None,
+        };
+        tracing::debug!(
+            name,
+            directory = removed_dir.as_ref().map(|c| dir_key(c)[..8].to_owned()),
+            "removing"
+        );
+        state.inodes.detach(parent, &name);
+        Self::contents_changed(&mut state, parent);
+        Self::attributes_changed(&mut state, child);
+        self.record_change(&mut state, &dir_cap, &name, None, removed_dir, false)?;
+        self.names_lost(&mut state, child)?;
         Ok(())
     }
 
@@ -1986,7 +1565,7 @@ impl Fs {
                         "a directory cannot move into itself".into(),
                     ));
                 }
-                at = state.inodes.get(&at).map_or(ROOT_INO, |i| i.parent);
+                at = state.inodes.get(&at).map_or(ROOT_INO, |i| i.parent());
             }
         }
         let mut state = self.state();
@@ -1994,56 +1573,61 @@ impl Fs {
         if self.child_of(&state, parent, &name)? != Some(child) {
             return Err(FsError::NotFound);
         }
-        if let Some(Node::Dir { children, .. }) = state.inodes.get_mut(&parent).map(|i| &mut i.node)
-        {
-            children.remove(&name);
-        }
-        if let Some(Node::Dir { children, .. }) =
-            state.inodes.get_mut(&new_parent).map(|i| &mut i.node)
-        {
-            children.insert(new_name.clone(), child);
-        }
-        if let Some(inode) = state.inodes.get_mut(&child) {
-            inode.parent = new_parent;
-            inode.name = new_name.clone();
-        }
+        state.inodes.detach(parent, &name);
+        state.inodes.attach(new_parent, &new_name, child);
+        Self::contents_changed(&mut state, parent);
+        Self::contents_changed(&mut state, new_parent);
+        Self::attributes_changed(&mut state, child);
         self.relink(&mut state, child, false)?;
-        self.set_pending(&mut state, &old_dir, &name, None, false)?;
+        if let Some(old) = replaced {
+            Self::attributes_changed(&mut state, old);
+            self.names_lost(&mut state, old)?;
+        }
+        // A directory moved away is removed from its old name, as an rmdir would: if a file takes the name before
+        // the move is published, the directory the grid still shows there is ours to replace.
+        let moved_dir = match state.inodes.get(&child).map(|i| &i.node) {
+            Some(Node::Dir { cap, .. }) => Some(cap.clone()),
+            _ => None,
+        };
+        self.record_change(&mut state, &old_dir, &name, None, moved_dir, false)?;
         Ok(())
     }
 
-    /// Links the file `ino` under a second name: the same cap (or, before its upload, the same spool version).
+    /// Gives the file `ino` another name: the same inode, whose every name links what it links (and, once its
+    /// open version is closed, that). Its entries carry a hard-link group, so that a later run sees one file too.
     pub async fn link(&self, ino: u64, new_parent: u64, new_name: &str) -> FsResult<Attr> {
         let new_name = check_name(new_name)?;
         self.refresh_dir(new_parent, false).await?;
         let mut state = self.state();
-        let dir_cap = self.writeable_dir(&state, new_parent)?;
+        self.writeable_dir(&state, new_parent)?;
         if self.child_of(&state, new_parent, &new_name)?.is_some() {
             return Err(FsError::Exists);
         }
-        let inode = state.inodes.get(&ino).ok_or(FsError::NotFound)?;
-        let Node::File(file) = &inode.node else {
+        let inode = state.inodes.get_mut(&ino).ok_or(FsError::NotFound)?;
+        if !matches!(inode.node, Node::File(_)) {
             return Err(FsError::NotPermitted(
                 "only files can have more than one name",
             ));
+        }
+        let group = match meta::link_group(&inode.metadata) {
+            Some(group) => group.to_owned(),
+            None => {
+                let mut id = [0u8; 8];
+                getrandom::fill(&mut id)
+                    .map_err(|e| FsError::Local(std::io::Error::other(e.to_string())))?;
+                let group = data_encoding::HEXLOWER.encode(&id);
+                meta::set_link_group(&mut inode.metadata, &group);
+                group
+            }
         };
-        let node = Node::File(FileNode {
-            linked: file.linked.clone(),
-            spool: file.spool.clone(),
-            mtime_dirty: file.mtime_dirty,
-            mutable_contents: file.mutable_contents.clone(),
-        });
-        let metadata = inode.metadata.clone();
-        let target = file.linked.clone();
-        let new = Self::insert_inode(&mut state, new_parent, &new_name, metadata.clone(), node);
-        self.set_pending(
-            &mut state,
-            &dir_cap,
-            &new_name,
-            Some((target, metadata)),
-            false,
-        )?;
-        self.attr_locked(&state, new)
+        meta::set_ctime(&mut inode.metadata, SystemTime::now());
+        state.inodes.set_group(&group, ino);
+        state.inodes.attach(new_parent, &new_name, ino);
+        Self::count_links(&mut state, ino);
+        Self::contents_changed(&mut state, new_parent);
+        // Every name, the old ones too: they now carry the group.
+        self.relink(&mut state, ino, false)?;
+        self.attr_locked(&state, ino)
     }
 
     /// Makes every journal change so far durable (`fsyncdir`).
@@ -2091,7 +1675,7 @@ impl Fs {
     pub fn pending(&self) -> Vec<PendingItem> {
         let state = self.state();
         let mut dirs: HashMap<String, String> = HashMap::new();
-        for (&ino, inode) in &state.inodes {
+        for (&ino, inode) in state.inodes.iter() {
             if let Node::Dir { cap, .. } = &inode.node {
                 dirs.insert(dir_key(cap), self.path_of(&state, ino));
             }
@@ -2142,8 +1726,11 @@ impl Fs {
             let Some(inode) = state.inodes.get(&ino) else {
                 break;
             };
-            parts.push(inode.name.clone());
-            ino = inode.parent;
+            if inode.names().is_empty() {
+                break;
+            }
+            parts.push(inode.name().to_owned());
+            ino = inode.parent();
         }
         parts.reverse();
         if parts.is_empty() {
@@ -2195,20 +1782,35 @@ impl Fs {
             .map(|(_, why)| why.clone())
     }
 
+    /// The kernel was given inode `ino` (a lookup, a creation, a readdirplus entry): it stays until forgotten.
+    pub fn remember(&self, ino: u64) {
+        self.remember_all(&[ino]);
+    }
+
+    /// [`Fs::remember`] for each of `inos`.
+    pub fn remember_all(&self, inos: &[u64]) {
+        let mut state = self.state();
+        for &ino in inos {
+            state.inodes.remember(ino);
+        }
+    }
+
+    /// The kernel forgot inode `ino` `count` times; once it holds it no more, what only it needed goes.
+    pub fn forget(&self, ino: u64, count: u64) {
+        let mut state = self.state();
+        let state = &mut *state;
+        if state.inodes.forget(ino, count) {
+            state.inodes.evict(ino, |i| state.handles.is_open(i));
+        }
+    }
+
+    /// The inodes held in memory.
+    pub fn inode_count(&self) -> usize {
+        self.state().inodes.len()
+    }
+
     /// The number of changes waiting for the grid.
     pub fn pending_count(&self) -> usize {
         self.state().pending.len()
     }
-}
-
-/// What `setattr` changes.
-#[derive(Debug, Clone, Default)]
-pub struct SetAttr {
-    pub size: Option<u64>,
-    pub mtime: Option<SystemTime>,
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    /// The handle the change came through, if any (`ftruncate`).
-    pub fh: Option<u64>,
 }

@@ -21,6 +21,23 @@ use std::sync::{Arc, Weak};
 
 use serde::{Deserialize, Serialize};
 
+/// The bytes free for an unprivileged writer, and the size, of the filesystem holding `path`.
+pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut figures = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: statvfs writes the struct it is given; the path is a valid NUL-terminated string.
+    if unsafe { libc::statvfs(path.as_ptr(), figures.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it filled the struct.
+    let figures = unsafe { figures.assume_init() };
+    let block = figures.f_frsize;
+    Some((
+        figures.f_bavail.saturating_mul(block),
+        figures.f_blocks.saturating_mul(block),
+    ))
+}
+
 /// Bytes held by live spool files, shared by them all so that dropping one gives its bytes back.
 #[derive(Debug, Default)]
 pub struct SpoolUsage {
@@ -110,6 +127,28 @@ impl SpoolFile {
         Ok(())
     }
 
+    /// Copies the first `end` bytes of `source` into this (empty) file, leaving holes where `source` reads as
+    /// zeros: a sparse file rewritten at a far offset stays sparse on the local disk.
+    pub fn copy_from(&self, source: &SpoolFile, end: u64) -> io::Result<()> {
+        const CHUNK: u64 = 1 << 20;
+        let end = end.min(source.size());
+        let mut offset = 0;
+        while offset < end {
+            let chunk = source.read_at(offset, (end - offset).min(CHUNK) as usize)?;
+            if chunk.is_empty() {
+                break;
+            }
+            if chunk.iter().any(|&b| b != 0) {
+                self.write_at(offset, &chunk)?;
+            }
+            offset += chunk.len() as u64;
+        }
+        if self.size() < end {
+            self.truncate(end)?;
+        }
+        Ok(())
+    }
+
     fn account(&self, bytes: u64, grow: bool) {
         if let Some(usage) = self.usage.upgrade() {
             if grow {
@@ -167,6 +206,9 @@ pub struct JournalEntry {
     /// The entry's metadata as JSON text (with a link).
     #[serde(default)]
     pub metadata: Option<String>,
+    /// Directories this process removed from the name before (caps), which a link published there replaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<String>,
 }
 
 /// The spool directory of one root.
@@ -240,6 +282,11 @@ impl Spool {
 
     pub fn usage(&self) -> &Arc<SpoolUsage> {
         &self.usage
+    }
+
+    /// The bytes free for an unprivileged writer, and the size, of the disk the spool is on.
+    pub fn disk_space(&self) -> Option<(u64, u64)> {
+        disk_space(&self.dir)
     }
 
     /// A new, empty, unsealed spool file.
@@ -401,6 +448,34 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_keeps_the_holes_of_a_sparse_file() {
+        let dir =
+            std::env::temp_dir().join(format!("tahoe-mount-spool-sparse-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let spool = Spool::open(&dir).unwrap();
+        let source = spool.create().unwrap();
+        source.write_at(0, b"head").unwrap();
+        source.write_at(64 << 20, b"tail").unwrap();
+        let copy = spool.create().unwrap();
+        copy.copy_from(&source, u64::MAX).unwrap();
+        assert_eq!(copy.size(), (64 << 20) + 4);
+        assert_eq!(copy.read_at(0, 4).unwrap(), b"head");
+        assert_eq!(copy.read_at(64 << 20, 10).unwrap(), b"tail");
+        assert_eq!(copy.read_at(1 << 20, 4).unwrap(), [0; 4]);
+        use std::os::unix::fs::MetadataExt;
+        let on_disk = fs::metadata(&copy.path).unwrap().blocks() * 512;
+        assert!(
+            on_disk < 4 << 20,
+            "{on_disk} bytes on disk for a 64 MiB sparse copy"
+        );
+        let cut = spool.create().unwrap();
+        cut.copy_from(&source, 2).unwrap();
+        assert_eq!(cut.read_at(0, 10).unwrap(), b"he");
+        drop((source, copy, cut, spool));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn sealed_files_survive_their_handles_and_unsealed_ones_do_not() {
         let dir = tempdir("seal");
         let spool = Spool::open(&dir).unwrap();
@@ -437,6 +512,7 @@ mod tests {
             name: "n é".into(),
             link: Some(JournalTarget::Spool("ab12".into())),
             metadata: Some("{}".into()),
+            replaces: Vec::new(),
         };
         let key = journal_key(b"si", "n é");
         spool.write_entry(&key, &entry, true).unwrap();

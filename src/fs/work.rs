@@ -13,23 +13,45 @@ use crate::immutable::upload::upload_file;
 use super::spool::{JournalEntry, SpoolFile, journal_key};
 use super::{Fs, Node, Target};
 
-/// One change ready to publish: the name, its journal sequence number, and the cap and metadata to link there
-/// (`None`: unlink).
-type ReadyChange = (String, u64, Option<(Cap, Metadata)>);
+/// One change ready to publish: the name, its journal sequence number, the cap and metadata to link there
+/// (`None`: unlink), and the directories this process removed from the name.
+type ReadyChange = (String, u64, Option<(Cap, Metadata)>, Vec<Cap>);
 
 /// Longest wait between retries of a failed upload or publish.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 impl Fs {
-    /// Queues a sealed spool file for upload (once: a file already queued is not queued again).
-    pub(super) fn enqueue_upload(&self, file: Arc<SpoolFile>) {
+    /// Queues a sealed spool file for upload (once: a file already queued is not queued again). `after` is the
+    /// spool id of the version it replaces, if that one may still be uploading: this one waits for it, so that a file
+    /// closed again and again uploads its versions one at a time, and skips those replaced meanwhile.
+    pub(super) fn enqueue_upload(&self, file: Arc<SpoolFile>, after: Option<String>) {
         if !self.state().uploading.insert(file.id.clone()) {
             return;
         }
         let fs = self.clone();
+        let span = tracing::info_span!("upload", spool = %file.id, bytes = file.size());
+        let upload = async move {
+            if let Some(older) = after {
+                fs.wait_for_upload(&older).await;
+            }
+            fs.upload_until_done(file).await
+        };
         self.inner
             .runtime
-            .spawn(async move { fs.upload_until_done(file).await });
+            .spawn(tracing::Instrument::instrument(upload, span));
+    }
+
+    async fn wait_for_upload(&self, id: &str) {
+        let mut progress = self.inner.progress.subscribe();
+        loop {
+            progress.borrow_and_update();
+            if !self.state().uploading.contains(id) {
+                return;
+            }
+            if progress.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     fn still_needed(&self, file: &Arc<SpoolFile>) -> bool {
@@ -87,7 +109,7 @@ impl Fs {
                     }
                 }
                 Err(e) => {
-                    crate::log_line!("tahoe-mount: upload of a spooled file failed (retried): {e}");
+                    tracing::warn!("tahoe-mount: upload of a spooled file failed (retried): {e}");
                     {
                         let mut state = self.state();
                         state.activity.upload_failures += 1;
@@ -129,6 +151,7 @@ impl Fs {
                         name: name.clone(),
                         link: Some(target.to_journal()),
                         metadata: Some(metadata.to_json()),
+                        replaces: pending.replaces.iter().map(Cap::to_string).collect(),
                     },
                 ));
             }
@@ -141,14 +164,14 @@ impl Fs {
                     .write_entry(&journal_key(key.as_bytes(), &entry.name), entry, true)
             {
                 // The entry still names the spool file, which therefore stays; the next run uploads it again.
-                crate::log_line!(
+                tracing::warn!(
                     "tahoe-mount: cannot update the journal for {:?}: {e}",
                     entry.name
                 );
                 journaled = false;
             }
         }
-        let open: BTreeSet<u64> = state.handles.values().map(|h| h.ino).collect();
+        let state = &mut *state;
         for (ino, inode) in state.inodes.iter_mut() {
             if let Node::File(node) = &mut inode.node
                 && matches!(&node.linked, Target::Spool(s) if Arc::ptr_eq(s, file))
@@ -157,7 +180,8 @@ impl Fs {
                 // The local copy of a closed file goes: each one holds a descriptor, and thousands of files are
                 // written at once. An open file keeps it until its last close, so that its next write or read
                 // need not fetch it back from the grid.
-                if !open.contains(ino) && node.spool.as_ref().is_some_and(|s| Arc::ptr_eq(s, file))
+                if !state.handles.is_open(*ino)
+                    && node.spool.as_ref().is_some_and(|s| Arc::ptr_eq(s, file))
                 {
                     node.spool = None;
                 }
@@ -168,7 +192,7 @@ impl Fs {
         }
         let keys: BTreeSet<String> = rewritten.into_iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.kick_publisher(&mut state, &key);
+            self.kick_publisher(state, &key);
         }
     }
 
@@ -179,9 +203,12 @@ impl Fs {
         }
         let fs = self.clone();
         let key = key.to_owned();
+        // The directory by the start of its storage index: enough to tell publishers apart, and no secret.
+        let span = tracing::info_span!("publish", directory = &key[..key.len().min(8)]);
+        let publish = async move { fs.publish_until_done(key).await };
         self.inner
             .runtime
-            .spawn(async move { fs.publish_until_done(key).await });
+            .spawn(tracing::Instrument::instrument(publish, span));
     }
 
     pub(super) fn kick_all_publishers(&self) {
@@ -209,7 +236,7 @@ impl Fs {
                 Some((Target::Spool(_), _)) => continue,
             };
             dir_cap.get_or_insert_with(|| pending.dir_cap.clone());
-            changes.push((name.clone(), pending.seq, change));
+            changes.push((name.clone(), pending.seq, change, pending.replaces.clone()));
         }
         Some((dir_cap?, changes))
     }
@@ -227,12 +254,13 @@ impl Fs {
                 state.publishing.remove(&key);
                 break;
             };
+            tracing::debug!(changes = changes.len(), "publishing");
             let result = self.publish(&dir_cap, &changes).await;
             let failed = {
                 let mut state = self.state();
                 match result {
                     Ok(written) => {
-                        for (name, seq, _) in &changes {
+                        for (name, seq, _, _) in &changes {
                             let slot = (key.clone(), name.clone());
                             if state.pending.get(&slot).is_some_and(|p| p.seq == *seq) {
                                 state.pending.remove(&slot);
@@ -241,7 +269,7 @@ impl Fs {
                                     .spool
                                     .remove_entry(&journal_key(key.as_bytes(), name))
                                 {
-                                    crate::log_line!(
+                                    tracing::warn!(
                                         "tahoe-mount: cannot remove a journal entry: {e}"
                                     );
                                 }
@@ -267,7 +295,7 @@ impl Fs {
                         false
                     }
                     Err(e) => {
-                        crate::log_line!("tahoe-mount: directory publish failed (retried): {e}");
+                        tracing::warn!("tahoe-mount: directory publish failed (retried): {e}");
                         state.activity.publish_failures += 1;
                         state.errors.epoch += 1;
                         let epoch = state.errors.epoch;
@@ -333,7 +361,7 @@ impl Fs {
         let mut written = None;
         node.update(|current: &Directory, now| {
             let mut new = current.clone();
-            for (name, _, change) in changes {
+            for (name, _, change, replaces) in changes {
                 match change {
                     None => {
                         new.remove(name);
@@ -345,12 +373,25 @@ impl Fs {
                             ))
                         })?;
                         let mut name = name.clone();
+                        let ours_to_replace = |old: &Child| {
+                            matches!(old, Child::Known(old) if replaces.contains(old))
+                        };
                         if let Some(old) = new.get(&name)
                             && old.child.is_directory()
                             && !child.is_directory()
                             && old.child != child
+                            && !ours_to_replace(&old.child)
                         {
                             name = format!("{name} (conflict {})", now as u64);
+                            tracing::warn!(
+                                "tahoe-mount: another client put a directory where a file was linked: the file \
+                                 goes beside it, as {name:?}"
+                            );
+                            tracing::debug!(
+                                found = old.child.cap().map(|c| super::dir_key(c)[..8].to_owned()),
+                                replaces = ?replaces.iter().map(|c| super::dir_key(c)[..8].to_owned()).collect::<Vec<_>>(),
+                                "conflict"
+                            );
                         }
                         let old = new.get(&name).map(|e| e.metadata.clone());
                         let metadata = Metadata::updated(old.as_ref(), Some(metadata), now);

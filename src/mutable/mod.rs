@@ -309,7 +309,7 @@ impl MutableFile {
     pub async fn read_from(&self, map: &ServerMap) -> Result<Version, MutableError> {
         let (prefix, records) = map.best_recoverable().ok_or_else(|| self.not_found(map))?;
         if let Some(seen) = self.floor_above(prefix.seqnum) {
-            crate::log_line!(
+            tracing::warn!(
                 "tahoe-mount: warning: {}: the servers that answered offer version {}, but version {seen} was \
                  seen before; showing the older one (changes to it are refused)",
                 self.keys.storage_index,

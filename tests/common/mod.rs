@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod fs_world;
 pub mod grid;
 pub mod hostile;
 pub mod memory;
