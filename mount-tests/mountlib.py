@@ -157,6 +157,14 @@ def fusermount_u(path):
     return not is_mounted(path)
 
 
+def unmount_leftovers(work):
+    """Unmounts anything a previous run left mounted under the work directory."""
+    for mp in sorted(mounts(), key=len, reverse=True):
+        if mp.startswith(work.rstrip("/") + "/"):
+            print(f"unmounting a leftover mount {mp}")
+            fusermount_u(mp)
+
+
 def random_bytes(rng, n):
     return rng.randbytes(n) if hasattr(rng, "randbytes") else bytes(rng.getrandbits(8) for _ in range(n))
 

@@ -2,7 +2,8 @@
 # Runs every test of tahoe-mount, as CI does: formatting, lints, unit, property and interop tests (against the
 # reference implementation, tahoe-lafs 1.20.0, and Python zfec, installed into a cached venv; the storage tests
 # start real tahoe-lafs storage nodes on 127.0.0.1 and stop them), the mount tests (real FUSE, real tools, on a
-# real grid), and a quick run of the benchmarks so they cannot rot. Needs the Rust toolchain; installs everything else it needs.
+# real grid), other projects' POSIX suites on the mount (pjdfstest, xfstests' fsx and fsstress, as root), and a quick
+# run of the benchmarks so they cannot rot. Needs the Rust toolchain; installs everything else it needs.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -28,4 +29,7 @@ TAHOE_MOUNT_BENCH_QUICK=1 cargo bench --quiet --bench deep_walk
 echo "== the mount: real FUSE on a real tahoe-lafs grid (cp -a, tar, rsync, restic, kill -9, servers stopped, fsx)"
 "$TAHOE_MOUNT_PYTHON" mount-tests/test_mount.py --quick --bin "${CARGO_TARGET_DIR:-target}/release/tahoe-mount"
 "$TAHOE_MOUNT_PYTHON" benches/mount.py --quick --bin "${CARGO_TARGET_DIR:-target}/release/tahoe-mount"
+echo "== peer suites on the mount: pjdfstest (every group, as root), fsx (100 000 ops, with and without mmap),"
+echo "   fsstress (-p 4 -n 2000, then a remount that must read every file back), built from ../shared/peer-suites"
+"$TAHOE_MOUNT_PYTHON" mount-tests/peer_suites.py all --bin "${CARGO_TARGET_DIR:-target}/release/tahoe-mount"
 echo "== all tests passed"

@@ -34,6 +34,7 @@ import random
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -43,17 +44,10 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
-try:
-    import allmydata  # noqa: F401  (only to know we run in the tahoe venv)
-except ImportError:
-    if os.environ.get("TAHOE_MOUNT_TEST_REEXEC"):
-        sys.exit("test_mount.py: the interpreter from venv.sh cannot import allmydata")
-    out = subprocess.run(["bash", os.path.join(HERE, "venv.sh")], stdout=subprocess.PIPE)
-    if out.returncode != 0 or not out.stdout.strip():
-        sys.exit(f"test_mount.py: no tahoe-lafs here, and mount-tests/venv.sh failed (status {out.returncode})")
-    python = out.stdout.decode().strip().splitlines()[-1]
-    os.environ["TAHOE_MOUNT_TEST_REEXEC"] = "1"
-    os.execv(python, [python, os.path.abspath(__file__)] + sys.argv[1:])
+sys.path.insert(0, HERE)
+import venv_reexec  # noqa: E402
+
+venv_reexec.ensure(__file__)
 
 import mountlib as ml  # noqa: E402
 from mountlib import MiB, TestError, log  # noqa: E402
@@ -515,9 +509,10 @@ def t_silent(c):
 
 @test("fulldisk", 1800, 900)
 def t_fulldisk(c):
-    """The mount's data directory on a 48 MiB tmpfs that fills: a write past the free space fails with ENOSPC
-    (the spool limit, when it comes first, with EDQUOT), the failed file's spool copy is removed when it is
-    closed and unlinked, mount.log keeps the cause and stays 0600, and the mount goes on working."""
+    """The mount's data directory on a 48 MiB tmpfs that fills: a write that would leave less than the spool's
+    kept-free space (1 % of the disk, at least 1 MiB) fails with ENOSPC before the disk is full (the spool limit,
+    when it comes first, with EDQUOT), the failed file's spool copy is removed once it is closed and unlinked (and
+    an upload of it under way has ended), mount.log keeps the cause and stays 0600, and the mount goes on working."""
     if c.fake:
         c.skip("the whole full-disk test (it is about the spool)")
         return
@@ -555,16 +550,22 @@ def t_fulldisk(c):
             if err.errno != errno.ENOSPC:
                 raise TestError(f"a write to a full disk failed with {errno.errorcode.get(err.errno)}, not ENOSPC")
             os.unlink(path)
-            spool_files = [os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(data, "spool")) for f in fs
-                           if not f.startswith("journal")]
-            used = sum(os.path.getsize(f) for f in spool_files)
+            # A close that succeeded queued what was written for upload: its copy goes when that upload ends.
+            deadline = time.monotonic() + 60
+            while True:
+                spool_files = [os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(data, "spool"))
+                               for f in fs if not f.startswith("journal")]
+                used = sum(os.path.getsize(f) for f in spool_files if os.path.exists(f))
+                if used <= 8 * MiB or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
             if used > 8 * MiB:
                 raise TestError(f"after the failed file was closed and unlinked, the spool holds {used / MiB:.1f} "
                                 f"MiB: {spool_files}")
             ml.write_file(os.path.join(m.path, "after"), b"after\n", fsync=True)
             if ml.read_file(os.path.join(m.path, "before")) != b"before\n":
                 raise TestError("a file written before the disk filled reads back different")
-            log("ENOSPC at the full disk, at write and at close; the failed file's spool copy is gone; the mount "
+            log(f"ENOSPC before the disk filled ({closed}); the failed file's spool copy is gone; the mount "
                 "goes on writing")
         # The daemon logs its last line as it exits: by then the log has passed its limit and been rotated.
         logs = [os.path.join(data, n) for n in ("mount.log", "mount.log.1")]
@@ -732,6 +733,88 @@ def check_ro(path, what):
     ml.expect_errno(lambda: os.unlink(os.path.join(path, "kept.txt")), errno.EROFS, what=f"{what}: unlink")
     if ml.read_file(os.path.join(path, "kept.txt")) != b"kept\n":
         raise TestError(f"{what}: kept.txt does not read back")
+
+
+def make_owned_tree(root):
+    """A tree as a root-run backup meets it: files of other owners and groups, hard links (within and across
+    directories), FIFOs, character and block devices, a socket, symlinks with owners of their own, set-id bits and
+    an old directory mtime."""
+    import socket
+    os.makedirs(os.path.join(root, "home", "alice"))
+    os.makedirs(os.path.join(root, "var", "spool"))
+    os.makedirs(os.path.join(root, "dev"))
+    rnd = random.Random(5)
+    for i in range(12):
+        p = os.path.join(root, "home", "alice", f"file{i}")
+        ml.write_file(p, ml.random_bytes(rnd, rnd.choice([0, 17, 4096, 200_000])))
+        os.chown(p, 1000 + i % 3, 100 + i % 2)
+        os.chmod(p, rnd.choice([0o600, 0o644, 0o755, 0o4755, 0o2750]))
+    os.link(os.path.join(root, "home", "alice", "file1"), os.path.join(root, "home", "alice", "file1.hard"))
+    os.link(os.path.join(root, "home", "alice", "file2"), os.path.join(root, "var", "spool", "file2.elsewhere"))
+    os.link(os.path.join(root, "home", "alice", "file2"), os.path.join(root, "file2.third"))
+    os.mkfifo(os.path.join(root, "var", "spool", "fifo"), 0o620)
+    os.chown(os.path.join(root, "var", "spool", "fifo"), 7, 8)
+    os.mknod(os.path.join(root, "dev", "tty9"), 0o620 | stat.S_IFCHR, os.makedev(4, 9))
+    os.mknod(os.path.join(root, "dev", "loop7"), 0o660 | stat.S_IFBLK, os.makedev(7, 7))
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(os.path.join(root, "var", "spool", "socket"))
+    sock.close()
+    os.symlink("../home/alice/file3", os.path.join(root, "var", "link"))
+    os.lchown(os.path.join(root, "var", "link"), 1001, 101)
+    os.chmod(os.path.join(root, "var", "spool"), 0o1777)
+    os.utime(os.path.join(root, "home"), (946_684_800, 946_684_800))
+
+
+@test("rsync_root", 1800, 900)
+def t_rsync_root(c):
+    """rsync -aHAX --numeric-ids of an owned tree (as root) into the mount, then back after a remount from a fresh
+    data directory: a dry run with checksums finds nothing to do, and hard links are one inode with their count.
+    Then two snapshots with --link-dest: the unchanged files of the second are the first's inodes."""
+    if os.geteuid() != 0:
+        c.skip("the whole test (it needs root to make owners and device nodes)")
+        return
+    src = c.dir("t", "rsync_root", "src")
+    shutil.rmtree(src, ignore_errors=True)
+    make_owned_tree(src)
+    rsync = ["rsync", "-aHAX", "--numeric-ids"]
+    with c.mount("rsync_root", options=["allow_other"]) as m:
+        dst = os.path.join(m.path, "backup")
+        t0 = time.monotonic()
+        ml.run(rsync + [src + "/", dst + "/"])
+        log(f"rsync -aHAX --numeric-ids into the mount: {time.monotonic() - t0:.1f} s")
+        m.unmount()
+        m.data_dir = c.fresh_data_dir(m)
+        m.mount()
+        back = ml.run(["rsync", "-n", "-i", "-c"] + rsync[1:] + [dst + "/", src + "/"])
+        if back.out.strip():
+            raise TestError("after a remount, rsync -n -c -aHAX back finds differences:\n" + back.out[-3000:])
+        a = os.lstat(os.path.join(dst, "home", "alice", "file2"))
+        b = os.lstat(os.path.join(dst, "var", "spool", "file2.elsewhere"))
+        if (a.st_ino, a.st_nlink) != (b.st_ino, 3):
+            raise TestError(f"hard links after a remount: inodes {a.st_ino}/{b.st_ino}, nlink {a.st_nlink}")
+        log("after a remount from a fresh data dir: rsync -n -c -aHAX back has nothing to do; hard links are one "
+            "inode with nlink 3")
+        # Snapshots as backup tools make them.
+        snap1, snap2 = os.path.join(m.path, "snap1"), os.path.join(m.path, "snap2")
+        ml.run(rsync + [src + "/", snap1 + "/"])
+        ml.write_file(os.path.join(src, "home", "alice", "file0"), b"changed since the first snapshot\n")
+        ml.run(rsync + ["--link-dest", snap1, src + "/", snap2 + "/"])
+        shared, changed = 0, 0
+        for dirpath, _, files in os.walk(snap2):
+            for f in files:
+                p2 = os.path.join(dirpath, f)
+                p1 = os.path.join(snap1, os.path.relpath(p2, snap2))
+                s1, s2 = os.lstat(p1), os.lstat(p2)
+                if not stat.S_ISREG(s2.st_mode):
+                    continue
+                if s1.st_ino == s2.st_ino:
+                    shared += 1
+                else:
+                    changed += 1
+        if changed != 1 or shared < 10:
+            raise TestError(f"--link-dest: {shared} files share an inode with the first snapshot, {changed} do not "
+                            "(expected all but the one changed)")
+        log(f"rsync --link-dest: {shared} unchanged files share the first snapshot's inodes, the changed one does not")
 
 
 @test("small", 1800, 900)
@@ -985,14 +1068,6 @@ def t_maintain(c):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def clean_leftovers(work):
-    """Unmounts anything a previous run left mounted under the work directory."""
-    for mp in sorted(ml.mounts(), key=len, reverse=True):
-        if mp.startswith(work.rstrip("/") + "/"):
-            print(f"unmounting a leftover mount {mp}")
-            ml.fusermount_u(mp)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bin", default=ml.default_bin(), help="tahoe-mount binary")
@@ -1019,7 +1094,7 @@ def main():
         print(f"test_mount.py: {a.bin} has no `mount` command (--fake-mount runs the checks without it)",
               file=sys.stderr)
         return 2
-    clean_leftovers(a.work)
+    ml.unmount_leftovers(a.work)
     grid_dir = os.path.join(a.work, "grid")
     ml.Grid(grid_dir).stop()
     shutil.rmtree(a.work, ignore_errors=True)
@@ -1061,7 +1136,7 @@ def main():
         print(f"test_mount.py: setting up the grid failed: {e}", file=sys.stderr)
         results.append(("grid", "FAIL", 0, []))
     finally:
-        clean_leftovers(a.work)
+        ml.unmount_leftovers(a.work)
         grid.stop()
     print(f"\nsummary ({time.monotonic() - t_all:.0f} s{', FAKE MOUNT' if a.fake_mount else ''}):")
     for name, outcome, took, skipped in results:
