@@ -75,7 +75,7 @@ impl Fs {
         let mut attempts = 0;
         let (listing, mut state) = loop {
             attempts += 1;
-            let published_before = self.state().published.get(&key).copied();
+            let published_before = self.state().publishers.published(&key);
             let (listing, seqnum) = node.list_versioned().await?;
             // Servers that answered first may offer an older version than this mount has seen or written (one
             // slow to take the newest): merged, it would bring back names removed since.
@@ -84,7 +84,7 @@ impl Fs {
             {
                 let mut state = self.state();
                 state.activity.listings += 1;
-                if !behind && state.published.get(&key).copied() == published_before {
+                if !behind && state.publishers.published(&key) == published_before {
                     break (listing, state);
                 }
                 state.activity.listings_dropped += 1;
@@ -125,9 +125,8 @@ impl Fs {
     ) -> FsResult<()> {
         let pending: Vec<(String, Option<(Target, Metadata)>)> = state
             .pending
-            .range((key.to_owned(), String::new())..)
-            .take_while(|((k, _), _)| k == key)
-            .map(|((_, name), p)| (name.clone(), p.link.clone()))
+            .in_directory(key)
+            .map(|(name, p)| (name.to_owned(), p.link.clone()))
             .collect();
         let pending_names: BTreeSet<&str> = pending.iter().map(|(n, _)| n.as_str()).collect();
         let (dir_cap, old_children) = match state.inodes.get(&ino).map(|i| &i.node) {

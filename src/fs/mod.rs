@@ -15,20 +15,25 @@
 //! `fsync`, and the data stays in the spool and is retried.
 //!
 //! The parts: `inodes` (the inode table: names, hard-link groups, link counts), `handles`, `listing` (the
-//! directory cache), [`spool`] (local versions and the journal), `replay` (the journal at start), `work` (the
-//! upload queue and the directory publishers), [`meta`] (what entry metadata says), with the types in `types`,
-//! `options` and `error`. This file holds the operations that tie them together.
+//! directory cache), [`spool`] (local versions and the journal's storage), `pending` (the pending-change log,
+//! which keeps the journal), `replay` (the journal at start), `upload` (the upload queue), `publish` (the
+//! directory publishers), `failures` (what is being retried, for `status` and `fsync`), [`meta`] (what entry
+//! metadata says), with the types in `types`, `options` and `error`. This file holds the operations that tie them
+//! together.
 
 mod error;
+mod failures;
 mod handles;
 mod inodes;
 mod listing;
 pub mod meta;
 mod options;
+mod pending;
+mod publish;
 mod replay;
 pub mod spool;
 mod types;
-mod work;
+mod upload;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -43,11 +48,15 @@ use crate::filenode::{self, FileNodeOptions, FileNodes};
 use crate::grid::client::Grid;
 use crate::mutable::SeqnumFloors;
 pub use error::{FsError, FsResult, GridError};
+use failures::Failures;
 use handles::{DirHandle, FileHandle, Handle, Handles};
 use inodes::{FileState, Inode, InodeTable, Node, Target};
 pub use options::FsOptions;
-use spool::{JournalEntry, Spool, SpoolFile, journal_key};
+use pending::PendingLog;
+use publish::Publishers;
+use spool::{Spool, SpoolFile, journal_key};
 pub use types::{Activity, Attr, Caller, DirEntry, Kind, Opened, PendingItem, SetAttr, StatFs};
+use upload::Uploads;
 
 pub const ROOT_INO: u64 = 1;
 /// The read-only view of the grid service directory, at `/.grid`.
@@ -55,10 +64,6 @@ pub const GRID_INO: u64 = 2;
 pub const GRID_DIR_NAME: &str = ".grid";
 /// The longest name a directory entry may have through the mount (as most Linux filesystems).
 pub const NAME_MAX: usize = 255;
-
-/// Directories removed from one name and remembered until a publish of the name succeeds (a publish that failed
-/// may still have landed, so each of them may be what the grid shows there).
-const MAX_REPLACED: usize = 16;
 
 /// Directories whose newest version seen the mount remembers (about 50 bytes each).
 const ROLLBACK_MEMORY: usize = 100_000;
@@ -68,37 +73,13 @@ pub type GridSource = Arc<dyn Fn() -> Grid + Send + Sync>;
 /// The announcements shown under `/.grid`: (petname, announcement JSON).
 pub type AnnouncementSource = Arc<dyn Fn() -> Vec<(String, Vec<u8>)> + Send + Sync>;
 
-#[derive(Debug, Clone)]
-struct Pending {
-    dir_cap: Cap,
-    /// `None`: unlink.
-    link: Option<(Target, Metadata)>,
-    seq: u64,
-    /// Directories this process removed from the name since a publish of it last succeeded: one of them still on
-    /// the grid there is ours to replace, not another client's directory to keep (see `work::publish`).
-    replaces: Vec<Cap>,
-}
-
-#[derive(Default)]
-struct Errors {
-    epoch: u64,
-    uploads: HashMap<String, (u64, String)>,
-    publishes: HashMap<String, (u64, String)>,
-}
-
 struct State {
     inodes: InodeTable,
     handles: Handles,
-    /// By (directory key, name).
-    pending: BTreeMap<(String, String), Pending>,
-    seq: u64,
-    publishing: BTreeSet<String>,
-    /// Publishes done per directory: a listing read while one finished may predate it, and is not merged.
-    published: HashMap<String, u64>,
-    uploading: BTreeSet<String>,
-    /// Directories an `fsync` waits for: their publishers do not wait to gather more changes.
-    urgent: BTreeSet<String>,
-    errors: Errors,
+    pending: PendingLog,
+    uploads: Uploads,
+    publishers: Publishers,
+    failures: Failures,
     activity: Activity,
 }
 
@@ -217,13 +198,10 @@ impl Fs {
                 state: Mutex::new(State {
                     inodes,
                     handles: Handles::default(),
-                    pending,
-                    seq,
-                    publishing: BTreeSet::new(),
-                    published: HashMap::new(),
-                    uploading: BTreeSet::new(),
-                    errors: Errors::default(),
-                    urgent: BTreeSet::new(),
+                    pending: PendingLog::replayed(pending, seq),
+                    uploads: Uploads::default(),
+                    publishers: Publishers::default(),
+                    failures: Failures::default(),
                     activity: Activity::default(),
                 }),
                 progress: watch::channel(0).0,
@@ -526,72 +504,18 @@ impl Fs {
         removed: Option<Cap>,
         durable: bool,
     ) -> FsResult<u64> {
-        let key = dir_key(dir_cap);
-        let mut replaces = state
-            .pending
-            .get(&(key.clone(), name.to_owned()))
-            .map(|earlier| earlier.replaces.clone())
-            .unwrap_or_default();
-        if let Some(removed) = removed
-            && !replaces.contains(&removed)
+        let (seq, old) =
+            state
+                .pending
+                .record(&self.inner.spool, dir_cap, name, link, removed, durable)?;
+        // A sealed spool file no journal entry names any more is not needed for durability.
+        if let Some(old) = old.as_ref().and_then(|p| p.spooled())
+            && !state.pending.links_spool(old)
         {
-            if replaces.len() == MAX_REPLACED {
-                replaces.remove(0);
-            }
-            replaces.push(removed);
+            old.release();
         }
-        tracing::debug!(
-            directory = &key[..key.len().min(8)],
-            name,
-            link = ?link.as_ref().map(|(t, _)| match t {
-                Target::Cap(cap) if cap.is_directory() => "directory",
-                Target::Cap(_) => "file",
-                Target::Spool(_) => "spooled file",
-            }),
-            replaces = ?replaces.iter().map(|c| dir_key(c)[..8].to_owned()).collect::<Vec<_>>(),
-            "pending change"
-        );
-        let entry = JournalEntry {
-            dir: dir_cap.to_string(),
-            name: name.to_owned(),
-            link: link.as_ref().map(|(t, _)| t.to_journal()),
-            metadata: link.as_ref().map(|(_, m)| m.to_json()),
-            replaces: replaces.iter().map(Cap::to_string).collect(),
-        };
-        self.inner
-            .spool
-            .write_entry(&journal_key(key.as_bytes(), name), &entry, durable)?;
-        state.seq += 1;
-        let seq = state.seq;
-        let old = state.pending.insert(
-            (key.clone(), name.to_owned()),
-            Pending {
-                dir_cap: dir_cap.clone(),
-                link,
-                seq,
-                replaces,
-            },
-        );
-        if let Some(Pending {
-            link: Some((Target::Spool(old), _)),
-            ..
-        }) = old
-        {
-            self.release_if_unreferenced(state, &old);
-        }
-        self.kick_publisher(state, &key);
+        self.kick_publisher(state, &dir_key(dir_cap));
         Ok(seq)
-    }
-
-    /// A sealed spool file no journal entry names any more is not needed for durability.
-    fn release_if_unreferenced(&self, state: &State, file: &Arc<SpoolFile>) {
-        let referenced = state
-            .pending
-            .values()
-            .any(|p| matches!(&p.link, Some((Target::Spool(s), _)) if Arc::ptr_eq(s, file)));
-        if !referenced {
-            file.release();
-        }
     }
 
     /// The (directory cap, name) of each name an inode has: none for the root, the grid's view and files unlinked
@@ -1021,7 +945,7 @@ impl Fs {
             if self.spool_has_room(bytes).is_ok() {
                 return Ok(());
             }
-            let waiting = !self.state().uploading.is_empty();
+            let waiting = self.state().uploads.count() > 0;
             if !waiting || Instant::now() > deadline {
                 return Err(refusal);
             }
@@ -1196,7 +1120,7 @@ impl Fs {
             }
             for (dir_cap, name) in self.links_of(state, at) {
                 let key = dir_key(&dir_cap);
-                if let Some(p) = state.pending.get(&(key.clone(), name)) {
+                if let Some(p) = state.pending.get(&key, &name) {
                     return Some((key, p.link.clone()));
                 }
             }
@@ -1210,7 +1134,7 @@ impl Fs {
     /// Waits until nothing pending stands between `ino` and the grid: its own links and its ancestors'.
     pub async fn wait_durable(&self, ino: u64) -> FsResult<()> {
         let mut progress = self.inner.progress.subscribe();
-        let since = self.state().errors.epoch;
+        let since = self.state().failures.epoch();
         loop {
             progress.borrow_and_update();
             {
@@ -1218,24 +1142,19 @@ impl Fs {
                 let Some((key, link)) = self.first_pending_above(&state, ino) else {
                     return Ok(());
                 };
-                if state.urgent.insert(key.clone()) {
-                    self.inner.urgent.notify_waiters();
-                }
+                self.hurry_publisher(&mut state, &key);
                 if let Some(Target::Spool(spool)) = link.as_ref().map(|(t, _)| t)
-                    && let Some((epoch, why)) = state.errors.uploads.get(&spool.id)
-                    && *epoch > since
+                    && let Some(why) = state.failures.upload_since(&spool.id, since)
                 {
                     return Err(FsError::Grid(GridError::Retrying {
                         what: "upload failed (kept in the spool, retried)",
-                        why: why.clone(),
+                        why: why.to_owned(),
                     }));
                 }
-                if let Some((epoch, why)) = state.errors.publishes.get(&key)
-                    && *epoch > since
-                {
+                if let Some(why) = state.failures.publish_since(&key, since) {
                     return Err(FsError::Grid(GridError::Retrying {
                         what: "directory publish failed (kept, retried)",
-                        why: why.clone(),
+                        why: why.to_owned(),
                     }));
                 }
             }
@@ -1683,7 +1602,7 @@ impl Fs {
         state
             .pending
             .iter()
-            .map(|((key, name), p)| {
+            .map(|(key, name, p)| {
                 let path = match dirs.get(key) {
                     Some(dir) if dir.is_empty() => format!("/{name}"),
                     Some(dir) => format!("{dir}/{name}"),
@@ -1693,8 +1612,8 @@ impl Fs {
                     None => ("unlink".to_owned(), 0),
                     Some((Target::Cap(_), _)) => ("link".to_owned(), 0),
                     Some((Target::Spool(s), _)) => {
-                        let why = state.errors.uploads.get(&s.id).map(|(_, w)| w.clone());
-                        let doing = if state.uploading.contains(&s.id) {
+                        let why = state.failures.upload(&s.id);
+                        let doing = if state.uploads.is_running(&s.id) {
                             "uploading"
                         } else {
                             "waiting to upload"
@@ -1707,8 +1626,8 @@ impl Fs {
                         )
                     }
                 };
-                let state_text = match state.errors.publishes.get(key) {
-                    Some((_, why)) => format!("{state_text}; publish failed, will retry: {why}"),
+                let state_text = match state.failures.publish(key) {
+                    Some(why) => format!("{state_text}; publish failed, will retry: {why}"),
                     None => state_text,
                 };
                 PendingItem {
@@ -1749,15 +1668,7 @@ impl Fs {
             events.borrow_and_update();
             let (count, bytes) = {
                 let state = self.state();
-                let bytes = state
-                    .pending
-                    .values()
-                    .filter_map(|p| match &p.link {
-                        Some((Target::Spool(s), _)) => Some(s.size()),
-                        _ => None,
-                    })
-                    .sum::<u64>();
-                (state.pending.len(), bytes)
+                (state.pending.len(), state.pending.spooled_bytes())
             };
             if last != Some((count, bytes)) {
                 progress(count, bytes);
@@ -1773,13 +1684,7 @@ impl Fs {
     /// The newest reason an upload or directory publish failed, if any still stands.
     pub fn last_failure(&self) -> Option<String> {
         let state = self.state();
-        state
-            .errors
-            .uploads
-            .values()
-            .chain(state.errors.publishes.values())
-            .max_by_key(|(epoch, _)| *epoch)
-            .map(|(_, why)| why.clone())
+        state.failures.newest().map(str::to_owned)
     }
 
     /// The kernel was given inode `ino` (a lookup, a creation, a readdirplus entry): it stays until forgotten.

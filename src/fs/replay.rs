@@ -9,8 +9,9 @@ use crate::cap::Cap;
 use crate::dirnode::{Metadata, normalize_name};
 
 use super::inodes::Target;
+use super::pending::Pending;
 use super::spool::{JournalTarget, Spool, SpoolFile};
-use super::{FsResult, Pending, dir_key};
+use super::{FsResult, dir_key};
 
 /// What the journal held.
 pub(super) struct Replayed {
