@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::grid::LocalGrid;
+use common::memory::TestServer;
 use common::memory::addressed::{MemoryConnector, ann_of, nurl_of, server_id_of};
 use common::tahoe::{TahoeClient, TempDir, assert_success};
 use tahoe_mount::cap::{Cap, FileCap, MutableFormat};
@@ -473,7 +474,7 @@ impl<C: Connector> Connector for CountingConnector<C> {
 /// An in-memory grid of `n` servers whose GSD (created on server 0, the invitation's one server) lists all of
 /// them, every GSD and GSA 1-of-n.
 struct World {
-    servers: Vec<Arc<MemoryServer>>,
+    servers: Vec<Arc<TestServer>>,
     connector: Arc<CountingConnector<MemoryConnector>>,
     source: GridSource,
     /// The GSD's size, to read the request counts by.
@@ -495,7 +496,7 @@ async fn build_world(n: usize) -> World {
     let mut announcements = Vec::new();
     for i in 0..n {
         let name = format!("mem{i}");
-        let server = Arc::new(MemoryServer::new(&name));
+        let server = Arc::new(TestServer::new(MemoryServer::new(&name)));
         let nurl = nurl_of(&name, 10000 + i as u16);
         connector.inner.add(&nurl, server.clone());
         let announcement = Announcement::new(

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::memory::TestServer;
 use common::memory::{grid_of, servers};
 use common::{runtime, temp_file};
 use tahoe_mount::cap::{Cap, FileCap, MutableFormat};
@@ -23,7 +24,8 @@ use tahoe_mount::immutable::params::EncodingParams;
 use tahoe_mount::immutable::upload::{UploadOptions, upload_file};
 use tahoe_mount::mutable::{MutableFile, MutableOptions, MutableParams};
 use tahoe_mount::storage::StorageIndex;
-use tahoe_mount::storage::memory::{Fault, LEASE_SECONDS, MemoryServer};
+use tahoe_mount::storage::faulty::Fault;
+use tahoe_mount::storage::memory::LEASE_SECONDS;
 
 const LEASE_SECRET: [u8; 32] = [7; 32];
 const DAY: u64 = 24 * 3600;
@@ -77,7 +79,7 @@ fn storage_index(cap: &Cap) -> StorageIndex {
 }
 
 /// Servers holding shares of `si`, and all the shares they hold.
-fn holders(servers: &[Arc<MemoryServer>], si: StorageIndex) -> (usize, BTreeSet<u16>) {
+fn holders(servers: &[Arc<TestServer>], si: StorageIndex) -> (usize, BTreeSet<u16>) {
     let mut count = 0;
     let mut shares = BTreeSet::new();
     for server in servers {
@@ -132,7 +134,7 @@ fn immutable_repair_rebuilds_lost_shares_on_the_running_servers() {
         assert!(post.happiness >= 7);
 
         // Among the running servers alone: all ten shares on at least happy servers, and the same bytes.
-        let running: Vec<Arc<MemoryServer>> = servers
+        let running: Vec<Arc<TestServer>> = servers
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != holding[3])
@@ -279,7 +281,7 @@ fn mutable_repair_restores_shares_with_the_writecap_only() {
             .unwrap();
             let si = StorageIndex(file.cap().storage_index());
             // N − k = 7 shares lost: deleted on four servers, corrupted on three.
-            let holding: Vec<&Arc<MemoryServer>> = servers
+            let holding: Vec<&Arc<TestServer>> = servers
                 .iter()
                 .filter(|s| !s.stored_shares(si).is_empty())
                 .collect();

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use tahoe_mount::cap::{Cap, FileCap};
 use tahoe_mount::dirnode::{Directory, DirectoryNode};
 use tahoe_mount::fs::{Fs, FsError, Kind, ROOT_INO, SetAttr};
-use tahoe_mount::storage::memory::Fault;
+use tahoe_mount::storage::faulty::Fault;
 
 #[test]
 fn files_written_through_the_fs_land_on_the_grid_with_their_names_times_and_modes() {

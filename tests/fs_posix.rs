@@ -13,7 +13,7 @@ use tahoe_mount::dirnode::{Change, Directory, DirectoryNode};
 use tahoe_mount::fs::meta::Special;
 use tahoe_mount::fs::{Caller, Fs, Kind, ROOT_INO, SetAttr};
 use tahoe_mount::mutable::SeqnumFloors;
-use tahoe_mount::storage::memory::Fault;
+use tahoe_mount::storage::faulty::Fault;
 
 /// The reproduction: `fd = open(x, O_WRONLY|O_TRUNC); write; link(x, y); write; close`.
 async fn write_link_write(fs: &Fs, first: &[u8], second: &[u8]) -> u64 {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::memory::TestServer;
 use common::memory::addressed::{MemoryConnector, ann_of, nurl_of, server_id_of};
 use common::runtime;
 use proptest::prelude::*;
@@ -16,7 +17,8 @@ use tahoe_mount::gsd::announce::announce;
 use tahoe_mount::gsd::client::{GridSource, GsdClient};
 use tahoe_mount::gsd::operator::{self, OperatorState};
 use tahoe_mount::mutable::MutableOptions;
-use tahoe_mount::storage::memory::{Fault, MemoryServer};
+use tahoe_mount::storage::faulty::Fault;
+use tahoe_mount::storage::memory::MemoryServer;
 use tahoe_mount::storage::nurl::Nurl;
 
 fn options() -> MutableOptions {
@@ -47,7 +49,7 @@ impl Drop for TempDir {
 
 /// A grid of memory servers with an operator, announcing servers and a place for client caches.
 struct World {
-    servers: Vec<Arc<MemoryServer>>,
+    servers: Vec<Arc<TestServer>>,
     nurls: Vec<Nurl>,
     connector: Arc<MemoryConnector>,
     state: OperatorState,
@@ -71,7 +73,7 @@ impl World {
         let mut nurls = Vec::new();
         for i in 0..count {
             let name = format!("mem{i}");
-            let server = Arc::new(MemoryServer::new(&name));
+            let server = Arc::new(TestServer::new(MemoryServer::new(&name)));
             let nurl = nurl_of(&name, 10000 + i as u16);
             connector.add(&nurl, server.clone());
             servers.push(server);

@@ -232,7 +232,7 @@ fn a_read_turns_from_stalled_servers_to_others_promptly() {
         assert_eq!(&first[..], &data[..4 << 20]);
         // Three of five servers stop answering; the other two hold the k = 2 shares still needed.
         for server in &honest[..3] {
-            server.set_fault(tahoe_mount::storage::memory::Fault::Hanging);
+            server.set_fault(tahoe_mount::storage::faulty::Fault::Hanging);
         }
         let started = Instant::now();
         let rest = reader
@@ -254,7 +254,7 @@ fn new_files_go_around_a_silent_server() {
     runtime().block_on(async {
         let honest = servers(5);
         let grid = common::memory::grid_of(&honest);
-        honest[3].set_fault(tahoe_mount::storage::memory::Fault::Hanging);
+        honest[3].set_fault(tahoe_mount::storage::faulty::Fault::Hanging);
         let mut upload = upload_options();
         upload.query_timeout = Duration::from_secs(30);
         upload.write_timeout = Duration::from_secs(30);
@@ -282,7 +282,7 @@ fn new_files_go_around_a_silent_server() {
             create_took < Duration::from_secs(10),
             "create took {create_took:?}"
         );
-        honest[3].set_fault(tahoe_mount::storage::memory::Fault::None);
+        honest[3].set_fault(tahoe_mount::storage::faulty::Fault::None);
         assert_eq!(file.read().await.unwrap().contents, b"new");
         let FileCap::Chk(chk) = uploaded.cap else {
             panic!("not a CHK")

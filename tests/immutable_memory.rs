@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::memory::TestServer;
 use common::{runtime, temp_file};
 use proptest::prelude::*;
 use tahoe_mount::cap::{ChkCap, FileCap};
@@ -16,11 +17,11 @@ use tahoe_mount::grid::client::Grid;
 use tahoe_mount::immutable::download::{ChkReader, DownloadError, DownloadOptions};
 use tahoe_mount::immutable::params::{EncodingParams, Geometry};
 use tahoe_mount::immutable::upload::{UploadError, UploadOptions, upload_file};
-use tahoe_mount::storage::memory::{Fault, MemoryServer, Operation};
+use tahoe_mount::storage::faulty::{Fault, Operation};
 use tahoe_mount::storage::{LeaseSecrets, StorageIndex, StorageServer};
 
 struct MemoryGrid {
-    servers: Vec<Arc<MemoryServer>>,
+    servers: Vec<Arc<TestServer>>,
     grid: Grid,
 }
 
@@ -80,14 +81,15 @@ fn storage_index_of(data: &[u8], params: &EncodingParams) -> StorageIndex {
 
 /// Whether the servers hold nothing of `storage_index`: no share, no bytes, and no upload in progress (a fresh
 /// allocation of every share succeeds; 1.20 leaves out shares with an upload under way).
-fn nothing_left(servers: &[Arc<MemoryServer>], storage_index: StorageIndex, total: u16) -> bool {
+fn nothing_left(servers: &[Arc<TestServer>], storage_index: StorageIndex, total: u16) -> bool {
     let rt = runtime();
     servers.iter().all(|s| {
         if s.used_space() != 0 {
             return false;
         }
-        let fault = s.fault();
+        let (fault, full) = (s.fault(), s.is_full());
         s.set_fault(Fault::None);
+        s.set_full(false);
         let all: BTreeSet<u16> = (0..total).collect();
         let lease = LeaseSecrets {
             renew: [1; 32],
@@ -99,6 +101,7 @@ fn nothing_left(servers: &[Arc<MemoryServer>], storage_index: StorageIndex, tota
             let _ = rt.block_on(s.abort_upload(storage_index, share, &[9; 32]));
         }
         s.set_fault(fault);
+        s.set_full(full);
         clean
     })
 }
@@ -262,7 +265,7 @@ fn unhappy_upload_names_the_servers_and_leaves_nothing() {
     for s in &g.servers[..4] {
         s.set_fault(Fault::Down);
     }
-    g.servers[4].set_fault(Fault::Full);
+    g.servers[4].set_full(true);
     let data = vec![42u8; 200_000];
     let err = rt
         .block_on(upload_file(
@@ -297,7 +300,7 @@ fn servers_dying_mid_upload_are_survived_while_happy_and_abort_cleanly_when_not(
             ..Default::default()
         };
         let mut opts = options(params);
-        let victims: Vec<Arc<MemoryServer>> = g.servers[..deaths].to_vec();
+        let victims: Vec<Arc<TestServer>> = g.servers[..deaths].to_vec();
         let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = killed.clone();
         // Kill the victims once a quarter of the file has been sent.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tahoe_mount::cap::MutableFormat;
 use tahoe_mount::mutable::{MutableError, MutableFile, MutableOptions, MutableParams};
-use tahoe_mount::storage::memory::{Fault, MemoryServer, Operation};
+use tahoe_mount::storage::faulty::{Fault, Operation};
+use tahoe_mount::storage::memory::MemoryServer;
 use tahoe_mount::storage::{StorageIndex, StorageServer};
 
 mod common;

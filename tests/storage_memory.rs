@@ -4,11 +4,13 @@
 mod common;
 
 use bytes::Bytes;
+use common::memory::TestServer;
 use common::storage_contract as contract;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use tahoe_mount::storage::memory::{Fault, MemoryServer, MemoryServerConfig, Operation};
+use tahoe_mount::storage::faulty::{Fault, Operation};
+use tahoe_mount::storage::memory::{MemoryServer, MemoryServerConfig};
 use tahoe_mount::storage::{
     LeaseSecrets, MutableSecrets, ReadVector, ShareNumber, StorageError, StorageIndex,
     StorageServer, TestVector, TestWriteVectors, UploadProgress, WriteVector,
@@ -83,8 +85,8 @@ fn write_vectors(share: ShareNumber, data: &[u8]) -> BTreeMap<ShareNumber, TestW
 const IMM: StorageIndex = StorageIndex([0xaa; 16]);
 const MUT: StorageIndex = StorageIndex([0xbb; 16]);
 
-async fn populated() -> MemoryServer {
-    let server = MemoryServer::new("faulty");
+async fn populated() -> TestServer {
+    let server = TestServer::new(MemoryServer::new("faulty"));
     for (share, size) in [(0, 14), (1, 10)] {
         server
             .allocate_buckets(IMM, &BTreeSet::from([share]), size, LEASE, b"up")
@@ -109,7 +111,7 @@ async fn populated() -> MemoryServer {
 }
 
 /// Calls every operation once, returning each result with errors only (values are dropped).
-async fn call_everything(server: &MemoryServer) -> Vec<(Operation, Result<(), StorageError>)> {
+async fn call_everything(server: &TestServer) -> Vec<(Operation, Result<(), StorageError>)> {
     let shares = BTreeSet::from([5]);
     let tw = write_vectors(1, b"x");
     let reads = [ReadVector { offset: 0, size: 4 }];
@@ -325,7 +327,7 @@ async fn corrupting_flips_what_reads_return_but_not_what_is_stored() {
 #[tokio::test]
 async fn full_allocates_nothing_and_refuses_new_bytes() {
     let server = populated().await;
-    server.set_fault(Fault::Full);
+    server.set_full(true);
     let v = server.version().await.unwrap();
     assert_eq!((v.available_space, v.maximum_immutable_share_size), (0, 0));
 
@@ -373,7 +375,7 @@ async fn full_allocates_nothing_and_refuses_new_bytes() {
         "reads still work"
     );
 
-    server.set_fault(Fault::None);
+    server.set_full(false);
     let p = server
         .write_share_chunk(IMM, 1, b"up", 5, Bytes::from_static(b"56789"))
         .await
@@ -850,7 +852,7 @@ fn write_data(op: &Op) -> Vec<u8> {
     }
 }
 
-async fn run_on_server(server: &MemoryServer, op: &Op) -> Answer {
+async fn run_on_server(server: &TestServer, op: &Op) -> Answer {
     match op {
         Op::Version => answer(server.version().await, |v| {
             Answer::Available(v.available_space)
@@ -988,7 +990,7 @@ proptest! {
             .enable_time()
             .build()
             .expect("runtime");
-        let server = MemoryServer::new("prop");
+        let server = TestServer::new(MemoryServer::new("prop"));
         let capacity = server.config().capacity;
         let mut model = Model::default();
         for (i, op) in ops.iter().enumerate() {

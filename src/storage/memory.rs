@@ -1,6 +1,7 @@
 //! [`MemoryServer`]: an in-memory storage server that answers as a Tahoe-LAFS 1.20 storage server does through its
-//! HTTP protocol (`allmydata/storage/server.py`, `immutable.py`, `mutable.py`, `http_server.py`), with faults
-//! injected at run time and a counter of calls per operation, for unit, property and contract tests.
+//! HTTP protocol (`allmydata/storage/server.py`, `immutable.py`, `mutable.py`, `http_server.py`), for unit,
+//! property and contract tests (built only for them: the `testing` feature). Faults of the network and of reads
+//! come from wrapping it in [`super::faulty::FaultyServer`]; a full disk is its own state ([`MemoryServer::set_full`]).
 //!
 //! Where this differs from 1.20, on purpose: space is counted in share data bytes only (no container headers, no
 //! lease records), from a configured capacity instead of a disk; leases are kept (a new one needs room, as in 1.20)
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use sha1::Digest;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -48,57 +49,11 @@ const MAX_REASON_BYTES: usize = 32768 - 11;
 /// overrun late in a big write leaves the earlier pieces written.
 const WRITE_PIECE: usize = 65536;
 
-/// What the server does wrong, set at run time with [`MemoryServer::set_fault`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Fault {
-    #[default]
-    None,
-    /// Every call fails at once with [`StorageError::Connect`].
-    Down,
-    /// Every call waits this long, then runs normally (dropping the future before then means it never ran).
-    Slow(Duration),
-    /// No free space: allocations get nothing, and anything that needs new bytes fails with
-    /// [`StorageError::Full`].
+/// Whether the server's disk has room (see [`MemoryServer::set_full`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disk {
+    Room,
     Full,
-    /// Reads (immutable, mutable, and the reads of a read-test-write) return every byte inverted; the stored data
-    /// and test vectors see the true bytes.
-    Corrupting,
-    /// Every call's future stays pending forever.
-    Hanging,
-}
-
-/// One operation of [`StorageServer`], for the call counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Operation {
-    Version,
-    AllocateBuckets,
-    WriteShareChunk,
-    AbortUpload,
-    ListImmutableShares,
-    ReadImmutableShare,
-    AdviseCorruptImmutable,
-    AddOrRenewLease,
-    ReadTestWrite,
-    ReadMutableShare,
-    ListMutableShares,
-    AdviseCorruptMutable,
-}
-
-impl Operation {
-    pub const ALL: [Operation; 12] = [
-        Operation::Version,
-        Operation::AllocateBuckets,
-        Operation::WriteShareChunk,
-        Operation::AbortUpload,
-        Operation::ListImmutableShares,
-        Operation::ReadImmutableShare,
-        Operation::AdviseCorruptImmutable,
-        Operation::AddOrRenewLease,
-        Operation::ReadTestWrite,
-        Operation::ReadMutableShare,
-        Operation::ListMutableShares,
-        Operation::AdviseCorruptMutable,
-    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,8 +95,7 @@ impl MemoryServerConfig {
 /// An in-memory storage server. All methods take `&self`; it can be shared between tasks.
 pub struct MemoryServer {
     config: MemoryServerConfig,
-    fault: Mutex<Fault>,
-    calls: [AtomicU64; Operation::ALL.len()],
+    full: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -360,10 +314,6 @@ fn read_clipped(data: &[u8], offset: u64, length: u64) -> &[u8] {
     &data[clip(data.len(), offset, length)]
 }
 
-fn invert(data: &[u8]) -> Bytes {
-    data.iter().map(|b| !b).collect::<Vec<u8>>().into()
-}
-
 impl MemoryServer {
     pub fn new(name: impl Into<String>) -> Self {
         Self::with_config(MemoryServerConfig::new(name))
@@ -372,8 +322,7 @@ impl MemoryServer {
     pub fn with_config(config: MemoryServerConfig) -> Self {
         MemoryServer {
             config,
-            fault: Mutex::new(Fault::None),
-            calls: Default::default(),
+            full: AtomicBool::new(false),
             state: Mutex::new(State::default()),
         }
     }
@@ -382,26 +331,21 @@ impl MemoryServer {
         &self.config
     }
 
-    pub fn set_fault(&self, fault: Fault) {
-        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = fault;
+    /// Makes the disk full (no free space: allocations get nothing, and anything that needs new bytes fails with
+    /// [`StorageError::Full`]), or gives the configured capacity back.
+    pub fn set_full(&self, full: bool) {
+        self.full.store(full, Ordering::Relaxed);
     }
 
-    pub fn fault(&self) -> Fault {
-        *self.fault.lock().unwrap_or_else(PoisonError::into_inner)
+    pub fn is_full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
     }
 
-    /// How many times `op` was called (whatever the fault, and whether or not it succeeded).
-    pub fn calls(&self, op: Operation) -> u64 {
-        self.calls[op as usize].load(Ordering::Relaxed)
-    }
-
-    pub fn total_calls(&self) -> u64 {
-        Operation::ALL.iter().map(|&op| self.calls(op)).sum()
-    }
-
-    pub fn reset_calls(&self) {
-        for c in &self.calls {
-            c.store(0, Ordering::Relaxed);
+    fn disk(&self) -> Disk {
+        if self.full.load(Ordering::Relaxed) {
+            Disk::Full
+        } else {
+            Disk::Room
         }
     }
 
@@ -532,27 +476,9 @@ impl MemoryServer {
         state
     }
 
-    /// Counts the call and applies the connection-level faults; returns the fault the operation runs under.
-    async fn enter(&self, op: Operation) -> Result<Fault, StorageError> {
-        self.calls[op as usize].fetch_add(1, Ordering::Relaxed);
-        let fault = self.fault();
-        match fault {
-            Fault::Down => Err(StorageError::Connect {
-                server: self.config.name.clone(),
-                reason: "connection refused (injected fault)".into(),
-            }),
-            Fault::Hanging => std::future::pending().await,
-            Fault::Slow(delay) => {
-                tokio::time::sleep(delay).await;
-                Ok(fault)
-            }
-            Fault::None | Fault::Full | Fault::Corrupting => Ok(fault),
-        }
-    }
-
     /// Free space as 1.20's `get_available_space` reports it.
-    fn available(&self, state: &State, fault: Fault) -> u64 {
-        if fault == Fault::Full {
+    fn available(&self, state: &State, disk: Disk) -> u64 {
+        if disk == Disk::Full {
             0
         } else {
             self.config.capacity.saturating_sub(state.used)
@@ -638,7 +564,7 @@ impl MemoryServer {
     fn record_advisory(
         &self,
         state: &mut State,
-        fault: Fault,
+        disk: Disk,
         kind: ShareKind,
         si: StorageIndex,
         sh: ShareNumber,
@@ -651,7 +577,7 @@ impl MemoryServer {
         let report = format!(
             "report: Share Corruption\ntype: {kind_name}\nstorage_index: {si}\nshare_number: {sh}\n\n{reason}\n\n"
         );
-        if report.chars().count() as u64 > self.available(state, fault) {
+        if report.chars().count() as u64 > self.available(state, disk) {
             return;
         }
         state.advisories.push(CorruptionAdvisory {
@@ -667,12 +593,12 @@ impl MemoryServer {
     fn add_or_renew_lease_on(
         &self,
         state: &mut State,
-        fault: Fault,
+        disk: Disk,
         si: StorageIndex,
         sh: ShareNumber,
         lease: Lease,
     ) -> Result<(), StorageError> {
-        let available = self.available(state, fault);
+        let available = self.available(state, disk);
         let Some(stored) = state.shares.get_mut(&si).and_then(|m| m.get_mut(&sh)) else {
             return Ok(());
         };
@@ -705,7 +631,7 @@ impl MemoryServer {
 
     fn allocate(
         &self,
-        fault: Fault,
+        disk: Disk,
         si: StorageIndex,
         share_numbers: &BTreeSet<ShareNumber>,
         allocated_size: u64,
@@ -718,8 +644,7 @@ impl MemoryServer {
         }
         let mut state = self.state();
         // server.py:313-319: free space less what uploads in progress may still write; may go below zero.
-        let mut remaining =
-            i128::from(self.available(&state, fault)) - i128::from(state.reserved());
+        let mut remaining = i128::from(self.available(&state, disk)) - i128::from(state.reserved());
         self.no_mutable_here(&state, &si)?;
         // server.py:326-329: every complete share is reported, and gets this lease.
         let already_have: BTreeSet<ShareNumber> = state
@@ -728,7 +653,7 @@ impl MemoryServer {
             .map(|m| m.keys().copied().collect())
             .unwrap_or_default();
         for &sh in &already_have {
-            self.add_or_renew_lease_on(&mut state, fault, si, sh, lease)?;
+            self.add_or_renew_lease_on(&mut state, disk, si, sh, lease)?;
         }
         let mut allocated = BTreeSet::new();
         let lease_end = state.clock + LEASE_SECONDS;
@@ -764,7 +689,7 @@ impl MemoryServer {
 
     fn write(
         &self,
-        fault: Fault,
+        disk: Disk,
         si: StorageIndex,
         sh: ShareNumber,
         upload_secret: &[u8],
@@ -785,7 +710,7 @@ impl MemoryServer {
         let mut finished = false;
         let mut at = offset;
         for piece in data.chunks(WRITE_PIECE) {
-            let available = self.available(&state, fault);
+            let available = self.available(&state, disk);
             let upload = match state.uploads.get_mut(&key) {
                 Some(u) => u,
                 None => break,
@@ -901,27 +826,15 @@ impl MemoryServer {
     }
 
     /// `read_range` (http_server.py:510-576) after the share was found: 416 for zero bytes, empty from the end on.
-    fn read_range(
-        &self,
-        fault: Fault,
-        data: &[u8],
-        offset: u64,
-        length: u64,
-    ) -> Result<Bytes, StorageError> {
+    fn read_range(&self, data: &[u8], offset: u64, length: u64) -> Result<Bytes, StorageError> {
         if length == 0 {
             return Err(self.http(416, ""));
         }
-        let bytes = read_clipped(data, offset, length);
-        Ok(if fault == Fault::Corrupting {
-            invert(bytes)
-        } else {
-            Bytes::copy_from_slice(bytes)
-        })
+        Ok(Bytes::copy_from_slice(read_clipped(data, offset, length)))
     }
 
     fn read_immutable(
         &self,
-        fault: Fault,
         si: StorageIndex,
         sh: ShareNumber,
         offset: u64,
@@ -930,18 +843,18 @@ impl MemoryServer {
         let state = self.state();
         self.no_mutable_here(&state, &si)?;
         match state.shares.get(&si).and_then(|m| m.get(&sh)) {
-            Some(Stored::Immutable { data, .. }) if fault != Fault::Corrupting && length > 0 => {
+            Some(Stored::Immutable { data, .. }) if length > 0 => {
                 // Slicing `Bytes` shares the buffer instead of copying it.
                 Ok(data.slice(clip(data.len(), offset, length)))
             }
-            Some(Stored::Immutable { data, .. }) => self.read_range(fault, data, offset, length),
+            Some(Stored::Immutable { data, .. }) => self.read_range(data, offset, length),
             _ => Err(self.not_found(format!("{si} share {sh}"))),
         }
     }
 
     fn advise_immutable(
         &self,
-        fault: Fault,
+        disk: Disk,
         si: StorageIndex,
         sh: ShareNumber,
         reason: &str,
@@ -952,11 +865,11 @@ impl MemoryServer {
             return Err(self.not_found(format!("{si} share {sh}")));
         }
         self.check_reason(reason)?;
-        self.record_advisory(&mut state, fault, ShareKind::Immutable, si, sh, reason);
+        self.record_advisory(&mut state, disk, ShareKind::Immutable, si, sh, reason);
         Ok(())
     }
 
-    fn lease(&self, fault: Fault, si: StorageIndex, lease: Lease) -> Result<(), StorageError> {
+    fn lease(&self, disk: Disk, si: StorageIndex, lease: Lease) -> Result<(), StorageError> {
         let mut state = self.state();
         // http_server.py:907-908: only stored shares count, not uploads in progress.
         let shares: Vec<ShareNumber> = match state.shares.get(&si) {
@@ -964,7 +877,7 @@ impl MemoryServer {
             _ => return Err(self.not_found(format!("no shares for {si}"))),
         };
         for sh in shares {
-            self.add_or_renew_lease_on(&mut state, fault, si, sh, lease)?;
+            self.add_or_renew_lease_on(&mut state, disk, si, sh, lease)?;
         }
         Ok(())
     }
@@ -972,7 +885,7 @@ impl MemoryServer {
     /// `slot_testv_and_readv_and_writev` (server.py:626-688) as `http_server.py:953-996` calls it.
     fn test_and_write(
         &self,
-        fault: Fault,
+        disk: Disk,
         si: StorageIndex,
         secrets: MutableSecrets,
         vectors: &BTreeMap<ShareNumber, TestWriteVectors>,
@@ -1025,14 +938,7 @@ impl MemoryServer {
                 if let Stored::Mutable { data, .. } = stored {
                     let reads = read_vector
                         .iter()
-                        .map(|r| {
-                            let bytes = read_clipped(data, r.offset, r.size);
-                            if fault == Fault::Corrupting {
-                                invert(bytes)
-                            } else {
-                                Bytes::copy_from_slice(bytes)
-                            }
-                        })
+                        .map(|r| Bytes::copy_from_slice(read_clipped(data, r.offset, r.size)))
                         .collect();
                     read_data.insert(sh, reads);
                 }
@@ -1058,7 +964,7 @@ impl MemoryServer {
                     );
                 }
                 for w in &v.writes {
-                    self.mutable_write(&mut state, fault, si, sh, w.offset, &w.data)?;
+                    self.mutable_write(&mut state, disk, si, sh, w.offset, &w.data)?;
                 }
                 if let Some(new_length) = v.new_length
                     && let Some(data) = mutable_share(&mut state, si, sh)
@@ -1072,7 +978,7 @@ impl MemoryServer {
                 remaining.push(sh);
             }
             for sh in remaining {
-                self.add_or_renew_lease_on(&mut state, fault, si, sh, secrets.lease.into())?;
+                self.add_or_renew_lease_on(&mut state, disk, si, sh, secrets.lease.into())?;
             }
         }
         Ok(ReadTestWriteResult {
@@ -1085,7 +991,7 @@ impl MemoryServer {
     fn mutable_write(
         &self,
         state: &mut State,
-        fault: Fault,
+        disk: Disk,
         si: StorageIndex,
         sh: ShareNumber,
         offset: u64,
@@ -1096,7 +1002,7 @@ impl MemoryServer {
             // DataTooLargeError from _change_container_size, uncaught: 500.
             return Err(self.http(500, format!("mutable share would reach {end} bytes")));
         }
-        let available = self.available(state, fault);
+        let available = self.available(state, disk);
         let Some(data) = mutable_share(state, si, sh) else {
             return Ok(());
         };
@@ -1116,7 +1022,6 @@ impl MemoryServer {
 
     fn read_mutable(
         &self,
-        fault: Fault,
         si: StorageIndex,
         sh: ShareNumber,
         offset: u64,
@@ -1124,7 +1029,7 @@ impl MemoryServer {
     ) -> Result<Bytes, StorageError> {
         let state = self.state();
         match state.shares.get(&si).and_then(|m| m.get(&sh)) {
-            Some(Stored::Mutable { data, .. }) => self.read_range(fault, data, offset, length),
+            Some(Stored::Mutable { data, .. }) => self.read_range(data, offset, length),
             // get_mutable_share_length opens it as a mutable container (server.py:805-811).
             Some(Stored::Immutable { .. }) => {
                 Err(self.http(500, format!("{si} share {sh} is not a mutable container")))
@@ -1144,7 +1049,7 @@ impl MemoryServer {
 
     fn advise_mutable(
         &self,
-        fault: Fault,
+        disk: Disk,
         si: StorageIndex,
         sh: ShareNumber,
         reason: &str,
@@ -1155,7 +1060,7 @@ impl MemoryServer {
             return Err(self.not_found(format!("{si} share {sh}")));
         }
         self.check_reason(reason)?;
-        self.record_advisory(&mut state, fault, ShareKind::Mutable, si, sh, reason);
+        self.record_advisory(&mut state, disk, ShareKind::Mutable, si, sh, reason);
         Ok(())
     }
 }
@@ -1175,17 +1080,13 @@ impl StorageServer for MemoryServer {
     fn lease_seed(&self) -> StorageFuture<'_, [u8; 20]> {
         // Stands in for a certificate hash: stable per server name, distinct between servers.
         let seed: [u8; 20] = sha1::Sha1::digest(self.config.name.as_bytes()).into();
-        // Learning it takes a request, as with a real server whose certificate is not yet known.
-        Box::pin(async move {
-            self.enter(Operation::Version).await?;
-            Ok(seed)
-        })
+        Box::pin(async move { Ok(seed) })
     }
 
     fn version(&self) -> StorageFuture<'_, ServerVersion> {
         Box::pin(async move {
-            let fault = self.enter(Operation::Version).await?;
-            let available = self.available(&self.state(), fault);
+            let disk = self.disk();
+            let available = self.available(&self.state(), disk);
             // server.py:257-276: the largest immutable share is whatever is free.
             Ok(ServerVersion {
                 maximum_immutable_share_size: available,
@@ -1205,9 +1106,9 @@ impl StorageServer for MemoryServer {
         upload_secret: &'a [u8],
     ) -> StorageFuture<'a, Allocation> {
         Box::pin(async move {
-            let fault = self.enter(Operation::AllocateBuckets).await?;
+            let disk = self.disk();
             self.allocate(
-                fault,
+                disk,
                 storage_index,
                 share_numbers,
                 allocated_size,
@@ -1226,9 +1127,9 @@ impl StorageServer for MemoryServer {
         data: Bytes,
     ) -> StorageFuture<'a, UploadProgress> {
         Box::pin(async move {
-            let fault = self.enter(Operation::WriteShareChunk).await?;
+            let disk = self.disk();
             self.write(
-                fault,
+                disk,
                 storage_index,
                 share_number,
                 upload_secret,
@@ -1244,20 +1145,14 @@ impl StorageServer for MemoryServer {
         share_number: ShareNumber,
         upload_secret: &'a [u8],
     ) -> StorageFuture<'a, ()> {
-        Box::pin(async move {
-            self.enter(Operation::AbortUpload).await?;
-            self.abort(storage_index, share_number, upload_secret)
-        })
+        Box::pin(async move { self.abort(storage_index, share_number, upload_secret) })
     }
 
     fn list_immutable_shares(
         &self,
         storage_index: StorageIndex,
     ) -> StorageFuture<'_, BTreeSet<ShareNumber>> {
-        Box::pin(async move {
-            self.enter(Operation::ListImmutableShares).await?;
-            self.list_immutable(storage_index)
-        })
+        Box::pin(async move { self.list_immutable(storage_index) })
     }
 
     fn read_immutable_share(
@@ -1267,10 +1162,7 @@ impl StorageServer for MemoryServer {
         offset: u64,
         length: u64,
     ) -> StorageFuture<'_, Bytes> {
-        Box::pin(async move {
-            let fault = self.enter(Operation::ReadImmutableShare).await?;
-            self.read_immutable(fault, storage_index, share_number, offset, length)
-        })
+        Box::pin(async move { self.read_immutable(storage_index, share_number, offset, length) })
     }
 
     fn advise_corrupt_immutable<'a>(
@@ -1280,8 +1172,8 @@ impl StorageServer for MemoryServer {
         reason: &'a str,
     ) -> StorageFuture<'a, ()> {
         Box::pin(async move {
-            let fault = self.enter(Operation::AdviseCorruptImmutable).await?;
-            self.advise_immutable(fault, storage_index, share_number, reason)
+            let disk = self.disk();
+            self.advise_immutable(disk, storage_index, share_number, reason)
         })
     }
 
@@ -1291,8 +1183,8 @@ impl StorageServer for MemoryServer {
         lease: LeaseSecrets,
     ) -> StorageFuture<'_, ()> {
         Box::pin(async move {
-            let fault = self.enter(Operation::AddOrRenewLease).await?;
-            self.lease(fault, storage_index, lease.into())
+            let disk = self.disk();
+            self.lease(disk, storage_index, lease.into())
         })
     }
 
@@ -1304,9 +1196,9 @@ impl StorageServer for MemoryServer {
         read_vector: &'a [ReadVector],
     ) -> StorageFuture<'a, ReadTestWriteResult> {
         Box::pin(async move {
-            let fault = self.enter(Operation::ReadTestWrite).await?;
+            let disk = self.disk();
             self.test_and_write(
-                fault,
+                disk,
                 storage_index,
                 secrets,
                 test_write_vectors,
@@ -1322,20 +1214,14 @@ impl StorageServer for MemoryServer {
         offset: u64,
         length: u64,
     ) -> StorageFuture<'_, Bytes> {
-        Box::pin(async move {
-            let fault = self.enter(Operation::ReadMutableShare).await?;
-            self.read_mutable(fault, storage_index, share_number, offset, length)
-        })
+        Box::pin(async move { self.read_mutable(storage_index, share_number, offset, length) })
     }
 
     fn list_mutable_shares(
         &self,
         storage_index: StorageIndex,
     ) -> StorageFuture<'_, BTreeSet<ShareNumber>> {
-        Box::pin(async move {
-            self.enter(Operation::ListMutableShares).await?;
-            Ok(self.list_mutable(storage_index))
-        })
+        Box::pin(async move { Ok(self.list_mutable(storage_index)) })
     }
 
     fn advise_corrupt_mutable<'a>(
@@ -1345,8 +1231,8 @@ impl StorageServer for MemoryServer {
         reason: &'a str,
     ) -> StorageFuture<'a, ()> {
         Box::pin(async move {
-            let fault = self.enter(Operation::AdviseCorruptMutable).await?;
-            self.advise_mutable(fault, storage_index, share_number, reason)
+            let disk = self.disk();
+            self.advise_mutable(disk, storage_index, share_number, reason)
         })
     }
 }
@@ -1642,7 +1528,7 @@ mod tests {
             server.add_or_renew_lease(msi, lease).await.unwrap();
         }
         assert_eq!(server.lease_count(msi, 0), Some(4));
-        server.set_fault(Fault::Full);
+        server.set_full(true);
         assert!(matches!(
             server.add_or_renew_lease(msi, other).await,
             Err(StorageError::Full { .. })
@@ -1760,10 +1646,10 @@ mod tests {
     async fn advisories_are_not_recorded_without_room_for_the_report() {
         let server = MemoryServer::new("m");
         upload(&server, SI, 0, b"x").await;
-        server.set_fault(Fault::Full);
+        server.set_full(true);
         server.advise_corrupt_immutable(SI, 0, "bad").await.unwrap();
         assert!(server.corruption_advisories().is_empty());
-        server.set_fault(Fault::None);
+        server.set_full(false);
         server.advise_corrupt_immutable(SI, 0, "bad").await.unwrap();
         assert_eq!(
             server.corruption_advisories(),

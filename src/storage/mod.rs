@@ -1,12 +1,15 @@
 //! Talking to storage servers: their addresses (NURLs and fURLs), the [`StorageServer`] interface the rest of the
-//! code uses, the HTTPS client for Tahoe's HTTP storage protocol, and an in-memory server (with fault injection)
-//! for unit and property tests.
+//! code uses, the HTTPS client for Tahoe's HTTP storage protocol, and, for tests only (the `testing` feature), an
+//! in-memory server and a wrapper that injects faults into any server.
 //!
 //! The interface mirrors the protocol's operations one for one (`allmydata/storage/http_client.py`), so the
 //! in-memory server and a real one can be held to the same contract tests.
 
 pub mod cbor;
+#[cfg(any(test, feature = "testing"))]
+pub mod faulty;
 pub mod gbs;
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod nurl;
 pub mod replies;

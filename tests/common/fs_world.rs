@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::memory::TestServer;
 use tahoe_mount::cap::{Cap, FileCap, MutableFormat};
 use tahoe_mount::config::Secret;
 use tahoe_mount::dirnode::{Child, Directory, DirectoryNode};
@@ -15,7 +16,6 @@ use tahoe_mount::immutable::download::{ChkReader, DownloadOptions};
 use tahoe_mount::immutable::params::EncodingParams;
 use tahoe_mount::immutable::upload::UploadOptions;
 use tahoe_mount::mutable::{MutableOptions, MutableParams};
-use tahoe_mount::storage::memory::MemoryServer;
 
 use super::memory;
 
@@ -47,7 +47,7 @@ pub fn options() -> FsOptions {
 }
 
 pub struct World {
-    pub servers: Vec<Arc<MemoryServer>>,
+    pub servers: Vec<Arc<TestServer>>,
     pub grid: Grid,
     pub root: Cap,
     pub dir: PathBuf,

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::memory::TestServer;
 use bytes::{Bytes, BytesMut};
-use tahoe_mount::storage::memory::MemoryServer;
 use tahoe_mount::storage::{
     Allocation, LeaseSecrets, MutableSecrets, ReadTestWriteResult, ReadVector, ServerVersion,
     ShareNumber, StorageFuture, StorageIndex, StorageServer, TestWriteVectors, UploadProgress,
@@ -31,7 +31,7 @@ pub enum Attack {
 const MAX_FAKE_READ: u64 = 64 << 20;
 
 pub struct HostileServer {
-    inner: Arc<MemoryServer>,
+    inner: Arc<TestServer>,
     attack: Mutex<Attack>,
     largest_read: AtomicU64,
     reads: AtomicU64,
@@ -50,7 +50,7 @@ impl Drop for InFlight<'_> {
 }
 
 impl HostileServer {
-    pub fn new(inner: Arc<MemoryServer>) -> Arc<HostileServer> {
+    pub fn new(inner: Arc<TestServer>) -> Arc<HostileServer> {
         Arc::new(HostileServer {
             inner,
             attack: Mutex::new(Attack::None),

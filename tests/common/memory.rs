@@ -5,15 +5,19 @@ use std::sync::Arc;
 use tahoe_mount::grid::ServerInfo;
 use tahoe_mount::grid::client::{Grid, GridServer};
 use tahoe_mount::storage::StorageServer;
+use tahoe_mount::storage::faulty::FaultyServer;
 use tahoe_mount::storage::memory::MemoryServer;
 
-pub fn servers(count: usize) -> Vec<Arc<MemoryServer>> {
+/// The server tests use: the in-memory one, with faults a test sets and its calls counted.
+pub type TestServer = FaultyServer<MemoryServer>;
+
+pub fn servers(count: usize) -> Vec<Arc<TestServer>> {
     (0..count)
-        .map(|i| Arc::new(MemoryServer::new(format!("mem{i}"))))
+        .map(|i| Arc::new(TestServer::new(MemoryServer::new(format!("mem{i}")))))
         .collect()
 }
 
-pub fn grid_of(servers: &[Arc<MemoryServer>]) -> Grid {
+pub fn grid_of(servers: &[Arc<TestServer>]) -> Grid {
     Grid::new(
         servers
             .iter()
@@ -36,8 +40,9 @@ pub mod addressed {
     use sha2::Digest;
     use tahoe_mount::grid::ServerInfo;
     use tahoe_mount::gsd::client::Connector;
-    use tahoe_mount::storage::memory::MemoryServer;
     use tahoe_mount::storage::nurl::Nurl;
+
+    use super::TestServer;
     use tahoe_mount::storage::{StorageError, StorageServer};
 
     pub fn nurl_of(name: &str, port: u16) -> Nurl {
@@ -76,11 +81,11 @@ pub mod addressed {
     /// Connects NURLs to the memory servers registered under them; any other NURL is refused.
     #[derive(Default)]
     pub struct MemoryConnector {
-        servers: Mutex<HashMap<String, Arc<MemoryServer>>>,
+        servers: Mutex<HashMap<String, Arc<TestServer>>>,
     }
 
     impl MemoryConnector {
-        pub fn add(&self, nurl: &Nurl, server: Arc<MemoryServer>) {
+        pub fn add(&self, nurl: &Nurl, server: Arc<TestServer>) {
             self.servers
                 .lock()
                 .unwrap()
