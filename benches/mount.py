@@ -11,6 +11,7 @@ happy 7 as benches/immutable.py), mounts it, starts a Tahoe client node on the s
                                 returns (uploaded, happy)
   seq read 1 GiB, cold          1 MiB reads (and SHA-256) after    tahoe get CAP (stdout)        1 MiB reads, cold
                                 a fresh mount (new data dir)
+  the same by tahoe-mount get   tahoe-mount get ROOT/big (stdout): what the mount's reads are held to (>= 85 %)
   fio randread 4 KiB, cold      fio psync, iodepth 1, T seconds    web API GET with Range,       fio
                                                                    one at a time, T seconds
   ls -l, N-entry dir, cold/warm ls -l after a fresh mount, twice   tahoe ls -l, twice            ls -l, twice
@@ -241,9 +242,15 @@ def bench(a, rows, notes):
             raise TestError("tahoe get reads it back different")
         tahoe_r = rate(t, size)
         ml.drop_caches()
+        t_get, d = timed(lambda: our_get(a.bin, grid, m.config_dir, "big"))
+        if d != digest:
+            raise TestError("tahoe-mount get reads it back different")
+        ml.drop_caches()
         t, d = timed(lambda: read_hash(os.path.join(local, "big")))
         rows.append((f"seq read {size / MiB:g} MiB, cold", ours_r, tahoe_r, rate(t, size)))
-        ml.log(f"seq read: ours {ours_r}, tahoe {tahoe_r}")
+        rows.append(("  the same file by tahoe-mount get, cold", rate(t_get, size), Cell(text="-"), Cell(text="-")))
+        notes.append(f"seq read through the mount: {100 * t_get / ours_r.seconds:.0f} % of tahoe-mount get's rate")
+        ml.log(f"seq read: ours {ours_r}, tahoe-mount get {rate(t_get, size)}, tahoe {tahoe_r}")
         # -- random 4 KiB reads, cold
         m.remount(data_dir=fresh_data())
         ml.drop_caches()
@@ -317,6 +324,25 @@ def bench(a, rows, notes):
     finally:
         m.cleanup()
         grid.stop()
+
+
+def our_get(bin, grid, config_dir, name):
+    """`tahoe-mount get` of ROOT/name to stdout (the root writecap given on stdin, the servers by servers.yaml),
+    hashed as it arrives; returns the SHA-256."""
+    p = subprocess.Popen([bin, "get", "--servers-file", os.path.join(grid.dir, "servers.yaml"), f"-/{name}", "-"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdin.write(root_writecap(config_dir).encode() + b"\n")
+    p.stdin.close()
+    h = hashlib.sha256()
+    while True:
+        b = p.stdout.read(MiB)
+        if not b:
+            break
+        h.update(b)
+    err = p.stderr.read()
+    if p.wait() != 0:
+        raise TestError(f"tahoe-mount get exited {p.returncode}: {err.decode(errors='replace')[-500:]}")
+    return h.hexdigest()
 
 
 def root_writecap(config_dir):

@@ -431,3 +431,37 @@ fn whole_file_writes_from_a_thread_of_their_own_and_a_full_disk_is_an_error() {
     assert!(matches!(error, DownloadError::Write(_)), "{error}");
     assert_eq!(full.taken, data[..data.len() / 3]);
 }
+
+/// A sequential reader stays a batch ahead: right after its first read, the batch after the one being read is
+/// being fetched, so that when every server goes away it still reads that far from the cache.
+#[test]
+fn sequential_reads_keep_the_next_batch_prefetched() {
+    let rt = runtime();
+    let g = memory_grid(10);
+    let segment = 65_536u64;
+    let data: Vec<u8> = (0..8 * segment as u32)
+        .map(|i| (i * 31 % 253) as u8)
+        .collect();
+    let chk = upload_in_small_segments(&rt, &g.grid, &data);
+    // Segments are 65 538 bytes (a multiple of k = 3): batches of two segments, a cache of seven.
+    let options = DownloadOptions {
+        batch_bytes: 3 * segment,
+        cache_bytes: 8 * segment as usize,
+        ..download_options()
+    };
+    let reader = rt
+        .block_on(ChkReader::open(g.grid.clone(), chk, options))
+        .unwrap();
+    // A read inside the first segment: the first batch is segments 0-1, and the reader is not yet at its end.
+    let first = rt.block_on(reader.read(0, 32_768)).unwrap();
+    assert_eq!(&first[..], &data[..32_768]);
+    // Let the prefetch land, then take the grid away.
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
+    for s in &g.servers {
+        s.set_fault(Fault::Down);
+    }
+    let ahead = rt
+        .block_on(reader.read(32_768, 4 * segment - 32_768))
+        .expect("segments 1-3 were cached (the batch read, and the one after it prefetched)");
+    assert_eq!(&ahead[..], &data[32_768..4 * segment as usize]);
+}

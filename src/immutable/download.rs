@@ -62,7 +62,9 @@ impl Default for DownloadOptions {
     fn default() -> Self {
         DownloadOptions {
             query_timeout: Duration::from_secs(15),
-            cache_bytes: 8 << 20,
+            // Three batches: the one being read, the one prefetched, and room so that prefetching the next evicts
+            // segments already read rather than ones not yet read.
+            cache_bytes: 12 << 20,
             read_timeout: Duration::from_secs(60),
             batch_bytes: 4 << 20,
         }
@@ -138,6 +140,10 @@ struct Shares {
     dropped: Vec<(usize, ShareNumber, String)>,
 }
 
+/// A read that starts this close to where the last one ended counts as sequential: the kernel sends a sequential
+/// reader's requests (128 KiB each) several at a time, and they need not arrive in order.
+const SEQUENTIAL_SLACK: u64 = 1 << 20;
+
 struct SegmentCache {
     capacity: usize,
     used: usize,
@@ -146,6 +152,11 @@ struct SegmentCache {
 }
 
 impl SegmentCache {
+    /// Whether the segment is cached, without counting as a use.
+    fn contains(&self, segnum: u64) -> bool {
+        self.segments.contains_key(&segnum)
+    }
+
     fn get(&mut self, segnum: u64) -> Option<Bytes> {
         self.tick += 1;
         let tick = self.tick;
@@ -272,7 +283,8 @@ impl ChkReader {
             }),
             options,
             shares: Mutex::new(shares),
-            last_end: Mutex::new(u64::MAX),
+            // A first read from the start is taken as the start of a sequential read (cp, cat, rsync, backups).
+            last_end: Mutex::new(0),
             prefetching: Mutex::new(None),
             spare_buffers: Mutex::new(Vec::new()),
             servers_with_shares: located.servers_with_shares,
@@ -346,9 +358,9 @@ impl ChkReader {
         let wanted = geometry.segments_for(offset..end);
         let sequential = {
             let mut last = lock(&self.inner.last_end);
-            let was = *last == offset;
-            *last = end;
-            was
+            let near = offset.abs_diff(*last) <= SEQUENTIAL_SLACK;
+            *last = if near { end.max(*last) } else { end };
+            near
         };
         let mut segments = Vec::with_capacity((wanted.end - wanted.start) as usize);
         let mut segnum = wanted.start;
@@ -390,7 +402,7 @@ impl ChkReader {
             segnum = run_end;
         }
         if sequential {
-            self.prefetch(wanted.end);
+            self.prefetch_ahead(wanted.end);
         }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for (data, segnum) in segments.iter().zip(wanted) {
@@ -725,12 +737,28 @@ impl ChkReader {
         }
     }
 
+    /// Keeps a sequential reader one batch ahead: prefetches from the first segment not cached within a batch of
+    /// `from`. Waiting until the reader reaches the end of what is cached would leave the servers idle while it
+    /// reads the cache, and the reader idle while they fetch.
+    fn prefetch_ahead(&self, from: u64) {
+        let end = from
+            .saturating_add(self.batch_segments())
+            .min(self.inner.facts.geometry.num_segments);
+        let first_missing = {
+            let cache = lock(&self.inner.cache);
+            (from..end).find(|&segnum| !cache.contains(segnum))
+        };
+        if let Some(segnum) = first_missing {
+            self.prefetch(segnum);
+        }
+    }
+
     /// Starts fetching the batch of segments from `from` in the background (into the cache), unless it is
     /// cached, past the end, or already being fetched: a sequential reader then finds it ready.
     fn prefetch(&self, from: u64) {
         let geometry = self.inner.facts.geometry;
         let range = from..(from + self.batch_segments()).min(geometry.num_segments);
-        if range.is_empty() || lock(&self.inner.cache).get(range.start).is_some() {
+        if range.is_empty() || lock(&self.inner.cache).contains(range.start) {
             return;
         }
         let (finished, done) = watch::channel(false);
