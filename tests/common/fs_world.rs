@@ -145,7 +145,7 @@ pub async fn write_file(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {
     let (attr, opened) = fs
         .create(parent, name, 0o644, libc::O_WRONLY, ME)
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("create {name:?} in inode {parent}: {e:?}"));
     for (i, chunk) in data.chunks(5000).enumerate() {
         fs.write(opened.fh, (i * 5000) as u64, chunk).await.unwrap();
     }
