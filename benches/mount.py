@@ -329,7 +329,7 @@ def bench(a, rows, notes):
 def our_get(bin, grid, config_dir, name):
     """`tahoe-mount get` of ROOT/name to stdout (the root writecap given on stdin, the servers by servers.yaml),
     hashed as it arrives; returns the SHA-256."""
-    p = subprocess.Popen([bin, "get", "--servers-file", os.path.join(grid.dir, "servers.yaml"), f"-/{name}", "-"],
+    p = subprocess.Popen([bin, "get", "--servers-file", os.path.join(grid.dir, "servers.yaml"), "--", f"-/{name}", "-"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdin.write(root_writecap(config_dir).encode() + b"\n")
     p.stdin.close()
