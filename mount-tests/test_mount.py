@@ -737,8 +737,8 @@ def check_ro(path, what):
 
 def make_owned_tree(root):
     """A tree as a root-run backup meets it: files of other owners and groups, hard links (within and across
-    directories), FIFOs, character and block devices, a socket, symlinks with owners of their own, set-id bits and
-    an old directory mtime."""
+    directories), FIFOs, character and block devices, a socket, symlinks with owners of their own, set-id bits,
+    extended attributes on files and directories, and an old directory mtime."""
     import socket
     os.makedirs(os.path.join(root, "home", "alice"))
     os.makedirs(os.path.join(root, "var", "spool"))
@@ -762,6 +762,12 @@ def make_owned_tree(root):
     os.symlink("../home/alice/file3", os.path.join(root, "var", "link"))
     os.lchown(os.path.join(root, "var", "link"), 1001, 101)
     os.chmod(os.path.join(root, "var", "spool"), 0o1777)
+    # Extended attributes, as desktops tag files (user.) and as overlay and capability tools leave them (trusted.).
+    os.setxattr(os.path.join(root, "home", "alice", "file4"), "user.xdg.origin.url", b"https://example.org/f4")
+    os.setxattr(os.path.join(root, "home", "alice", "file4"), "user.binary", bytes(range(256)))
+    os.setxattr(os.path.join(root, "home", "alice", "file1"), "user.on-a-hard-link", b"both names")
+    os.setxattr(os.path.join(root, "home", "alice"), "user.dir-tag", b"")
+    os.setxattr(os.path.join(root, "var", "spool"), "trusted.overlay.opaque", b"y")
     os.utime(os.path.join(root, "home"), (946_684_800, 946_684_800))
 
 
@@ -792,8 +798,11 @@ def t_rsync_root(c):
         b = os.lstat(os.path.join(dst, "var", "spool", "file2.elsewhere"))
         if (a.st_ino, a.st_nlink) != (b.st_ino, 3):
             raise TestError(f"hard links after a remount: inodes {a.st_ino}/{b.st_ino}, nlink {a.st_nlink}")
-        log("after a remount from a fresh data dir: rsync -n -c -aHAX back has nothing to do; hard links are one "
-            "inode with nlink 3")
+        hard = os.path.join(dst, "home", "alice", "file1.hard")
+        if os.getxattr(hard, "user.on-a-hard-link") != b"both names":
+            raise TestError(f"{hard}: the extended attribute of its other name is not there")
+        log("after a remount from a fresh data dir: rsync -n -c -aHAX back has nothing to do (extended attributes "
+            "too); hard links are one inode with nlink 3")
         # Snapshots as backup tools make them.
         snap1, snap2 = os.path.join(m.path, "snap1"), os.path.join(m.path, "snap2")
         ml.run(rsync + [src + "/", snap1 + "/"])

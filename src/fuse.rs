@@ -10,11 +10,11 @@ use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::fs::meta::Special;
-use crate::fs::{Attr, Caller, Fs, FsError, Kind, NAME_MAX, SetAttr};
+use crate::fs::{Attr, Caller, Fs, FsError, Kind, NAME_MAX, SetAttr, XattrMode};
 
 /// The kernel is told to send writes of up to this many bytes at once.
 const MAX_WRITE: u32 = 1 << 20;
@@ -118,6 +118,17 @@ fn reply_entry(fs: &Fs, reply: ReplyEntry, result: Result<Attr, FsError>) {
     }
 }
 
+/// Answers a `getxattr`/`listxattr`: the size alone when asked with size 0, ERANGE when `value` does not fit.
+fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
 fn reply_empty(reply: ReplyEmpty, result: Result<(), FsError>) {
     match result {
         Ok(()) => reply.ok(),
@@ -193,6 +204,67 @@ impl Filesystem for FuseAdapter {
                 Ok(attr) => reply.attr(&attr.ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno(&e)),
             }
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENODATA);
+        };
+        match self.fs.getxattr(ino.0, name) {
+            Ok(value) => reply_xattr(reply, size, &value),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(ino.0) {
+            Ok(names) => {
+                let mut list = Vec::new();
+                for name in names {
+                    list.extend_from_slice(name.as_bytes());
+                    list.push(0);
+                }
+                reply_xattr(reply, size, &list)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::EOPNOTSUPP);
+        };
+        let mode = if flags & libc::XATTR_CREATE != 0 {
+            XattrMode::Create
+        } else if flags & libc::XATTR_REPLACE != 0 {
+            XattrMode::Replace
+        } else {
+            XattrMode::Either
+        };
+        let (name, value) = (name.to_owned(), value.to_vec());
+        // It journals the entry: local disk, not for the FUSE thread to wait on.
+        self.spawn("setxattr", move |fs| async move {
+            reply_empty(reply, fs.setxattr(ino.0, &name, Some(&value), mode))
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENODATA);
+        };
+        let name = name.to_owned();
+        self.spawn("removexattr", move |fs| async move {
+            reply_empty(reply, fs.setxattr(ino.0, &name, None, XattrMode::Either))
         });
     }
 

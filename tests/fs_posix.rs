@@ -465,3 +465,72 @@ fn a_listing_behind_a_version_seen_is_not_merged() {
         assert!(!listed.iter().any(|(e, _)| e.name == "mine"));
     });
 }
+
+#[test]
+fn extended_attributes_round_trip_through_the_grid_and_follow_hard_links() {
+    use tahoe_mount::fs::{FsError, XattrMode};
+    common::runtime().block_on(async {
+        let world = World::new("xattr").await;
+        {
+            let fs = world.mount("spool");
+            let ino = write_file(&fs, ROOT_INO, "f", b"tagged").await;
+            fs.mkdir(ROOT_INO, "d", 0o755, ME).await.unwrap();
+            let dir = ino_of(&fs, &["d"]).await.unwrap();
+            let before = fs.getattr(ino).await.unwrap().ctime;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            fs.setxattr(ino, "user.colour", Some(b"blue"), XattrMode::Either)
+                .unwrap();
+            fs.setxattr(ino, "user.binary", Some(&[0, 255, 10]), XattrMode::Create)
+                .unwrap();
+            fs.setxattr(dir, "user.on-a-dir", Some(b""), XattrMode::Either)
+                .unwrap();
+            assert!(fs.getattr(ino).await.unwrap().ctime > before, "ctime moves");
+            assert!(matches!(
+                fs.setxattr(ino, "user.colour", Some(b"red"), XattrMode::Create),
+                Err(FsError::Exists)
+            ));
+            assert!(matches!(
+                fs.setxattr(ino, "user.absent", Some(b"x"), XattrMode::Replace),
+                Err(FsError::NoAttribute)
+            ));
+            assert!(matches!(
+                fs.setxattr(
+                    ino,
+                    "system.posix_acl_access",
+                    Some(b"x"),
+                    XattrMode::Either
+                ),
+                Err(FsError::Unsupported(_))
+            ));
+            assert!(matches!(
+                fs.setxattr(ino, "user.big", Some(&vec![1; 70_000]), XattrMode::Either),
+                Err(FsError::TooBig(_))
+            ));
+            fs.setxattr(ino, "user.gone", Some(b"soon"), XattrMode::Either)
+                .unwrap();
+            fs.setxattr(ino, "user.gone", None, XattrMode::Either)
+                .unwrap();
+            assert!(matches!(
+                fs.getxattr(ino, "user.gone"),
+                Err(FsError::NoAttribute)
+            ));
+            fs.link(ino, ROOT_INO, "g").await.unwrap();
+            fs.setxattr(ino, "user.colour", Some(b"green"), XattrMode::Replace)
+                .unwrap();
+            fs.drain(|_, _| {}).await;
+        }
+        let fs = world.mount("spool2");
+        let f = ino_of(&fs, &["f"]).await.unwrap();
+        let g = ino_of(&fs, &["g"]).await.unwrap();
+        assert_eq!(f, g);
+        assert_eq!(fs.listxattr(f).unwrap(), ["user.binary", "user.colour"]);
+        assert_eq!(fs.getxattr(f, "user.colour").unwrap(), b"green");
+        assert_eq!(fs.getxattr(f, "user.binary").unwrap(), [0, 255, 10]);
+        let dir = ino_of(&fs, &["d"]).await.unwrap();
+        assert_eq!(fs.getxattr(dir, "user.on-a-dir").unwrap(), b"");
+        assert!(matches!(
+            fs.setxattr(ROOT_INO, "user.x", Some(b"x"), XattrMode::Either),
+            Err(FsError::Unsupported(_))
+        ));
+    });
+}

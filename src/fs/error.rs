@@ -31,6 +31,10 @@ pub enum FsError {
     NotPermitted(&'static str),
     #[error("bad file handle")]
     BadHandle,
+    #[error("no such extended attribute")]
+    NoAttribute,
+    #[error("too big: {0}")]
+    TooBig(&'static str),
     #[error("not supported: {0}")]
     Unsupported(&'static str),
     #[error("grid: {0}")]
@@ -54,6 +58,8 @@ impl FsError {
             FsError::NoSpace(_) => libc::EDQUOT,
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::BadHandle => libc::EBADF,
+            FsError::NoAttribute => libc::ENODATA,
+            FsError::TooBig(_) => libc::ERANGE,
             FsError::Unsupported(_) => libc::EOPNOTSUPP,
             FsError::Grid(_) => libc::EIO,
             FsError::Local(e) => e.raw_os_error().unwrap_or(match e.kind() {

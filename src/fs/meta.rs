@@ -9,12 +9,16 @@
 //!   `type` and `rdev` for special files (`fifo`, `socket`, `char`, `block`: an empty file whose entry says what it
 //!   stands for), `symlink` (a link's target; the linked file holds the target too, so `tahoe ls` and `tahoe get`
 //!   show something sane), `link` (the hard-link group: every name carrying the same group and cap is one file)
-//!   and `links` (how many names the group had when the entry was written).
+//!   `links` (how many names the group had when the entry was written) and `xattrs` (extended attributes: name to
+//!   value in base64).
 //!
 //! A float `mtime` that disagrees with `mtime_ns` by more than a millisecond was set by another tool after us, and
 //! wins.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use data_encoding::BASE64;
 
 use crate::dirnode::Metadata;
 use crate::dirnode::json::{Json, Object};
@@ -225,6 +229,40 @@ pub fn symlink_target(metadata: &Metadata) -> Option<&str> {
 
 pub fn set_symlink_target(metadata: &mut Metadata, target: &str) {
     ours_mut(metadata).insert("symlink", Json::String(target.to_owned()));
+}
+
+/// The entry's extended attributes, by name. Values that do not decode are left out.
+pub fn xattrs(metadata: &Metadata) -> BTreeMap<String, Vec<u8>> {
+    let Some(Json::Object(object)) = ours(metadata).and_then(|o| o.get("xattrs")) else {
+        return BTreeMap::new();
+    };
+    object
+        .iter()
+        .filter_map(|(name, value)| {
+            let value = BASE64.decode(value.as_str()?.as_bytes()).ok()?;
+            Some((name.to_owned(), value))
+        })
+        .collect()
+}
+
+/// Sets (`Some`) or removes (`None`) one extended attribute.
+pub fn set_xattr(metadata: &mut Metadata, name: &str, value: Option<&[u8]>) {
+    let object = ours_mut(metadata);
+    if !matches!(object.get("xattrs"), Some(Json::Object(_))) {
+        object.insert("xattrs", Json::Object(Object::new()));
+    }
+    let Some(Json::Object(xattrs)) = object.get_mut("xattrs") else {
+        unreachable!("just made an object")
+    };
+    match value {
+        Some(value) => xattrs.insert(name, Json::String(BASE64.encode(value))),
+        None => {
+            xattrs.remove(name);
+        }
+    }
+    if xattrs.is_empty() {
+        object.remove("xattrs");
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ mod replay;
 pub mod spool;
 mod types;
 mod upload;
+mod xattr;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -57,6 +58,7 @@ use publish::Publishers;
 use spool::{Spool, SpoolFile, journal_key};
 pub use types::{Activity, Attr, Caller, DirEntry, Kind, Opened, PendingItem, SetAttr, StatFs};
 use upload::Uploads;
+pub use xattr::XattrMode;
 
 pub const ROOT_INO: u64 = 1;
 /// The read-only view of the grid service directory, at `/.grid`.
@@ -1173,23 +1175,7 @@ impl Fs {
             || change.uid.is_some()
             || change.gid.is_some();
         if changes_metadata || change.size.is_some() {
-            let state = self.state();
-            if self.inner.options.read_only {
-                return Err(FsError::ReadOnly("the mount is read-only"));
-            }
-            let inode = state.inodes.get(&ino).ok_or(FsError::NotFound)?;
-            if matches!(
-                inode.node,
-                Node::GridDir { .. } | Node::GridFile { .. } | Node::Other
-            ) {
-                return Err(FsError::ReadOnly("not yours to change"));
-            }
-            if ino != ROOT_INO
-                && let Ok(parent_cap) = self.dir_cap(&state, inode.parent())
-                && parent_cap.is_readonly()
-            {
-                return Err(FsError::ReadOnly("in a read-only directory"));
-            }
+            self.check_changeable(&self.state(), ino)?;
         }
         if let Some(size) = change.size {
             // Truncating to the size it has starts no new version, but is a change (its times move).
@@ -1229,6 +1215,28 @@ impl Fs {
             self.relink(&mut state, ino, false)?;
         }
         self.getattr(ino).await
+    }
+
+    /// Whether the inode's entry may be changed here: not on a read-only mount, in `/.grid`, for a child this
+    /// version cannot show, or in a directory it has only a readcap of.
+    fn check_changeable(&self, state: &State, ino: u64) -> FsResult<()> {
+        if self.inner.options.read_only {
+            return Err(FsError::ReadOnly("the mount is read-only"));
+        }
+        let inode = state.inodes.get(&ino).ok_or(FsError::NotFound)?;
+        if matches!(
+            inode.node,
+            Node::GridDir { .. } | Node::GridFile { .. } | Node::Other
+        ) {
+            return Err(FsError::ReadOnly("not yours to change"));
+        }
+        if ino != ROOT_INO
+            && let Ok(parent_cap) = self.dir_cap(state, inode.parent())
+            && parent_cap.is_readonly()
+        {
+            return Err(FsError::ReadOnly("in a read-only directory"));
+        }
+        Ok(())
     }
 
     /// Makes a directory: a new Tahoe directory on the grid, linked into its parent with the next publish.
