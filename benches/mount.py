@@ -223,21 +223,7 @@ def bench(a, rows, notes):
         ours_r = rate(t, size)
         ml.drop_caches()
 
-        def tahoe_get():
-            p = subprocess.Popen([ml.TAHOE, "-d", client.dir, "get", cap], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE)
-            h = hashlib.sha256()
-            while True:
-                b = p.stdout.read(MiB)
-                if not b:
-                    break
-                h.update(b)
-            err = p.stderr.read()
-            if p.wait() != 0:
-                raise TestError(f"tahoe get exited {p.returncode}: {err.decode(errors='replace')[-500:]}")
-            return h.hexdigest()
-
-        t, d = timed(tahoe_get)
+        t, d = timed(lambda: hash_output([ml.TAHOE, "-d", client.dir, "get", cap], "tahoe get"))
         if d != digest:
             raise TestError("tahoe get reads it back different")
         tahoe_r = rate(t, size)
@@ -329,10 +315,17 @@ def bench(a, rows, notes):
 def our_get(bin, grid, config_dir, name):
     """`tahoe-mount get` of ROOT/name to stdout (the root writecap given on stdin, the servers by servers.yaml),
     hashed as it arrives; returns the SHA-256."""
-    p = subprocess.Popen([bin, "get", "--servers-file", os.path.join(grid.dir, "servers.yaml"), "--", f"-/{name}", "-"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    p.stdin.write(root_writecap(config_dir).encode() + b"\n")
-    p.stdin.close()
+    cmd = [bin, "get", "--servers-file", os.path.join(grid.dir, "servers.yaml"), "--", f"-/{name}", "-"]
+    return hash_output(cmd, "tahoe-mount get", stdin=root_writecap(config_dir).encode() + b"\n")
+
+
+def hash_output(cmd, what, stdin=None):
+    """The SHA-256 of what `cmd` writes to stdout, hashed as it arrives (never held whole)."""
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin is not None else None, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    if stdin is not None:
+        p.stdin.write(stdin)
+        p.stdin.close()
     h = hashlib.sha256()
     while True:
         b = p.stdout.read(MiB)
@@ -341,7 +334,7 @@ def our_get(bin, grid, config_dir, name):
         h.update(b)
     err = p.stderr.read()
     if p.wait() != 0:
-        raise TestError(f"tahoe-mount get exited {p.returncode}: {err.decode(errors='replace')[-500:]}")
+        raise TestError(f"{what} exited {p.returncode}: {err.decode(errors='replace')[-500:]}")
     return h.hexdigest()
 
 
