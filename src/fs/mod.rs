@@ -17,10 +17,11 @@
 //! The parts: `inodes` (the inode table: names, hard-link groups, link counts), `handles`, `listing` (the
 //! directory cache), [`spool`] (local versions and the journal's storage), `pending` (the pending-change log,
 //! which keeps the journal), `replay` (the journal at start), `upload` (the upload queue), `publish` (the
-//! directory publishers), `failures` (what is being retried, for `status` and `fsync`), [`meta`] (what entry
-//! metadata says), with the types in `types`, `options` and `error`. This file holds the operations that tie them
-//! together.
+//! directory publishers), `failures` (what is being retried, for `status` and `fsync`), `durability` (what waits
+//! for the grid: `fsync`, `status`, `unmount`), `xattr` (extended attributes), [`meta`] (what entry metadata
+//! says), with the types in `types`, `options` and `error`. This file holds the operations that tie them together.
 
+mod durability;
 mod error;
 mod failures;
 mod handles;
@@ -36,7 +37,7 @@ mod types;
 mod upload;
 mod xattr;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -1100,72 +1101,6 @@ impl Fs {
         self.seal(ino).map(|_| ())
     }
 
-    /// Returns once the file's contents are uploaded and linked in every directory up to the root; an upload or
-    /// publish that fails meanwhile is reported (the data stays in the spool and is retried).
-    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
-        let ino = self.state().handles.file(fh)?.ino;
-        self.flush(fh)?;
-        self.wait_durable(ino).await
-    }
-
-    /// A pending change between `ino` and the root: of one of its names, or of a name of a directory above one.
-    fn first_pending_above(
-        &self,
-        state: &State,
-        ino: u64,
-    ) -> Option<(String, Option<(Target, Metadata)>)> {
-        let mut todo = vec![ino];
-        let mut seen = BTreeSet::new();
-        while let Some(at) = todo.pop() {
-            if at == ROOT_INO || !seen.insert(at) {
-                continue;
-            }
-            for (dir_cap, name) in self.links_of(state, at) {
-                let key = dir_key(&dir_cap);
-                if let Some(p) = state.pending.get(&key, &name) {
-                    return Some((key, p.link.clone()));
-                }
-            }
-            if let Some(inode) = state.inodes.get(&at) {
-                todo.extend(inode.names().iter().map(|(dir, _)| *dir));
-            }
-        }
-        None
-    }
-
-    /// Waits until nothing pending stands between `ino` and the grid: its own links and its ancestors'.
-    pub async fn wait_durable(&self, ino: u64) -> FsResult<()> {
-        let mut progress = self.inner.progress.subscribe();
-        let since = self.state().failures.epoch();
-        loop {
-            progress.borrow_and_update();
-            {
-                let mut state = self.state();
-                let Some((key, link)) = self.first_pending_above(&state, ino) else {
-                    return Ok(());
-                };
-                self.hurry_publisher(&mut state, &key);
-                if let Some(Target::Spool(spool)) = link.as_ref().map(|(t, _)| t)
-                    && let Some(why) = state.failures.upload_since(&spool.id, since)
-                {
-                    return Err(FsError::Grid(GridError::Retrying {
-                        what: "upload failed (kept in the spool, retried)",
-                        why: why.to_owned(),
-                    }));
-                }
-                if let Some(why) = state.failures.publish_since(&key, since) {
-                    return Err(FsError::Grid(GridError::Retrying {
-                        what: "directory publish failed (kept, retried)",
-                        why: why.to_owned(),
-                    }));
-                }
-            }
-            if progress.changed().await.is_err() {
-                return Err(FsError::Grid(GridError::ShuttingDown));
-            }
-        }
-    }
-
     /// Sets what `setattr` may set: size (truncate), times, permission bits, owner and group. Who may change what
     /// is the kernel's to check (`default_permissions`).
     pub async fn setattr(&self, ino: u64, change: SetAttr) -> FsResult<Attr> {
@@ -1557,11 +1492,6 @@ impl Fs {
         self.attr_locked(&state, ino)
     }
 
-    /// Makes every journal change so far durable (`fsyncdir`).
-    pub fn sync_journal(&self) -> FsResult<()> {
-        Ok(self.inner.spool.sync_journal()?)
-    }
-
     /// Space on the grid, asked of every server (at most every 30 seconds).
     pub async fn statfs(&self) -> FsResult<StatFs> {
         if let Some((at, figures)) = *lock(&self.inner.statfs)
@@ -1593,108 +1523,6 @@ impl Fs {
         Ok(figures)
     }
 
-    /// Changes not yet on the grid.
-    /// What has been asked of the grid so far.
-    pub fn activity(&self) -> Activity {
-        self.state().activity
-    }
-
-    pub fn pending(&self) -> Vec<PendingItem> {
-        let state = self.state();
-        let mut dirs: HashMap<String, String> = HashMap::new();
-        for (&ino, inode) in state.inodes.iter() {
-            if let Node::Dir { cap, .. } = &inode.node {
-                dirs.insert(dir_key(cap), self.path_of(&state, ino));
-            }
-        }
-        state
-            .pending
-            .iter()
-            .map(|(key, name, p)| {
-                let path = match dirs.get(key) {
-                    Some(dir) if dir.is_empty() => format!("/{name}"),
-                    Some(dir) => format!("{dir}/{name}"),
-                    None => format!("{name} (in directory {})", &key[..key.len().min(10)]),
-                };
-                let (state_text, bytes) = match &p.link {
-                    None => ("unlink".to_owned(), 0),
-                    Some((Target::Cap(_), _)) => ("link".to_owned(), 0),
-                    Some((Target::Spool(s), _)) => {
-                        let why = state.failures.upload(&s.id);
-                        let doing = if state.uploads.is_running(&s.id) {
-                            "uploading"
-                        } else {
-                            "waiting to upload"
-                        };
-                        (
-                            why.map_or(doing.to_owned(), |w| {
-                                format!("upload failed, will retry: {w}")
-                            }),
-                            s.size(),
-                        )
-                    }
-                };
-                let state_text = match state.failures.publish(key) {
-                    Some(why) => format!("{state_text}; publish failed, will retry: {why}"),
-                    None => state_text,
-                };
-                PendingItem {
-                    path,
-                    state: state_text,
-                    bytes,
-                }
-            })
-            .collect()
-    }
-
-    fn path_of(&self, state: &State, mut ino: u64) -> String {
-        let mut parts = Vec::new();
-        while ino != ROOT_INO {
-            let Some(inode) = state.inodes.get(&ino) else {
-                break;
-            };
-            if inode.names().is_empty() {
-                break;
-            }
-            parts.push(inode.name().to_owned());
-            ino = inode.parent();
-        }
-        parts.reverse();
-        if parts.is_empty() {
-            String::new()
-        } else {
-            format!("/{}", parts.join("/"))
-        }
-    }
-
-    /// Waits until every pending change is on the grid, calling `progress` with the number of changes and
-    /// spooled bytes left whenever they change.
-    pub async fn drain(&self, mut progress: impl FnMut(usize, u64)) {
-        let mut events = self.inner.progress.subscribe();
-        let mut last = None;
-        loop {
-            events.borrow_and_update();
-            let (count, bytes) = {
-                let state = self.state();
-                (state.pending.len(), state.pending.spooled_bytes())
-            };
-            if last != Some((count, bytes)) {
-                progress(count, bytes);
-                last = Some((count, bytes));
-            }
-            if count == 0 {
-                return;
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(2), events.changed()).await;
-        }
-    }
-
-    /// The newest reason an upload or directory publish failed, if any still stands.
-    pub fn last_failure(&self) -> Option<String> {
-        let state = self.state();
-        state.failures.newest().map(str::to_owned)
-    }
-
     /// The kernel was given inode `ino` (a lookup, a creation, a readdirplus entry): it stays until forgotten.
     pub fn remember(&self, ino: u64) {
         self.remember_all(&[ino]);
@@ -1720,10 +1548,5 @@ impl Fs {
     /// The inodes held in memory.
     pub fn inode_count(&self) -> usize {
         self.state().inodes.len()
-    }
-
-    /// The number of changes waiting for the grid.
-    pub fn pending_count(&self) -> usize {
-        self.state().pending.len()
     }
 }
