@@ -188,13 +188,51 @@ fn parse_mount_options(given: &[String]) -> anyhow::Result<MountOptions> {
                     .filter(|n| (1..=256).contains(n))
                     .with_context(|| format!("-o uploads={v}: not a number from 1 to 256"))?;
             }
-            // What fstab and mount(8) pass along, which mean nothing here.
-            "defaults" | "noauto" | "auto" | "user" | "nouser" | "_netdev" | "nofail"
-            | "noatime" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" => {}
+            // What fstab, mount(8), mount.fuse3 and systemd pass along, which mean nothing here: the kernel or
+            // mount(8) acts on them (nodev, nosuid, noexec, the atime family), or they are for mount(8) and systemd
+            // alone (x-systemd.automount, _netdev, nofail, auto, user).
+            key if is_generic_mount_option(key) => {}
             other => bail!("-o {other}: unknown mount option"),
         }
     }
     Ok(options)
+}
+
+/// Whether `key` is one of the generic mount options that fstab lines, mount(8), mount.fuse3 and systemd pass to
+/// every filesystem's mount helper.
+fn is_generic_mount_option(key: &str) -> bool {
+    key.starts_with("x-")
+        || matches!(
+            key,
+            "defaults"
+                | "auto"
+                | "noauto"
+                | "user"
+                | "nouser"
+                | "users"
+                | "owner"
+                | "group"
+                | "_netdev"
+                | "nofail"
+                | "dev"
+                | "nodev"
+                | "suid"
+                | "nosuid"
+                | "exec"
+                | "noexec"
+                | "atime"
+                | "noatime"
+                | "relatime"
+                | "norelatime"
+                | "strictatime"
+                | "nostrictatime"
+                | "lazytime"
+                | "nolazytime"
+                | "diratime"
+                | "nodiratime"
+                | "async"
+                | "comment"
+        )
 }
 
 /// The data directory: `--data-dir`, `$TAHOE_MOUNT_DATA_DIR`, `$XDG_DATA_HOME/tahoe-mount`, or
@@ -806,5 +844,25 @@ mod tests {
             assert!(e.to_string().contains("uploads"), "{bad}: {e}");
         }
         assert_eq!(parse_size("3KiB").unwrap(), 3072);
+    }
+
+    #[test]
+    fn the_generic_options_of_fstab_and_systemd_are_accepted_and_change_nothing() {
+        let line = "defaults,_netdev,x-systemd.automount,x-systemd.idle-timeout=60,nofail,noauto,users,rw,\
+                    nodev,nosuid,noexec,relatime,noatime,comment=systemd.automount";
+        let o = parse_mount_options(&[line.into()]).unwrap();
+        let plain = parse_mount_options(&[]).unwrap();
+        assert_eq!(
+            (o.read_only, o.allow_other, o.umask, o.dir_ttl),
+            (
+                plain.read_only,
+                plain.allow_other,
+                plain.umask,
+                plain.dir_ttl
+            )
+        );
+        for bad in ["sync", "x", "xsystemd.automount", "uid=0"] {
+            assert!(parse_mount_options(&[bad.into()]).is_err(), "{bad}");
+        }
     }
 }
