@@ -290,6 +290,17 @@ async fn wrong_status_codes_and_ranges_are_errors() {
         .read_immutable_share(SI, 1, 0, 10)
         .await
         .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::ShortBody {
+                announced: 10,
+                received: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("Content-Range says"), "{err}");
 
     // A 206 with no Content-Range at all.
@@ -638,6 +649,17 @@ async fn a_short_mutable_share_read_is_asked_again() {
         .read_mutable_share(SI, 1, 0, 10)
         .await
         .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::ShortBody {
+                announced: 10,
+                received: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("Content-Range says"), "{err}");
     assert_eq!(fake.requests.lock().unwrap().len(), 3);
     let fake = start(Behaviour::Reply(short)).await;

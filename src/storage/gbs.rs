@@ -33,9 +33,6 @@ use super::{
     UploadProgress,
 };
 
-/// How a reply whose body is shorter than its Content-Range is described (and recognized, for mutable shares).
-const SHORT_BODY: &str = "Content-Range says";
-
 const CBOR: &str = "application/cbor";
 /// Error bodies are only for messages; longer ones are cut.
 const MAX_ERROR_BODY: usize = 10_000;
@@ -536,9 +533,7 @@ impl GbsServer {
                 .read_share_into(kind, si, share, offset, length, None)
                 .await
             {
-                Err(StorageError::Protocol { problem, .. })
-                    if kind == "mutable" && attempts < 3 && problem.contains(SHORT_BODY) =>
-                {
+                Err(StorageError::ShortBody { .. }) if kind == "mutable" && attempts < 3 => {
                     // The rewrite is a few milliseconds: let it end.
                     tokio::time::sleep(Duration::from_millis(50 * attempts)).await;
                 }
@@ -610,10 +605,12 @@ impl GbsServer {
                     )));
                 }
                 if received as u64 != end - start + 1 {
-                    return Err(self.protocol(format!(
-                        "{what}: {SHORT_BODY} {} bytes but the body has {received}",
-                        end - start + 1,
-                    )));
+                    return Err(StorageError::ShortBody {
+                        server: self.name.clone(),
+                        what: what.to_string(),
+                        announced: end - start + 1,
+                        received: received as u64,
+                    });
                 }
                 Ok(reply.body)
             }

@@ -198,6 +198,15 @@ pub enum StorageError {
     },
     #[error("{server}: bad reply: {problem}")]
     Protocol { server: String, problem: String },
+    /// A reply whose body is shorter than its Content-Range says: the server announced the range, then read less
+    /// (Tahoe's does, for a mutable share rewritten in between). A protocol error, but one a retry may cure.
+    #[error("{server}: {what}: Content-Range says {announced} bytes but the body has {received}")]
+    ShortBody {
+        server: String,
+        what: String,
+        announced: u64,
+        received: u64,
+    },
     /// The server's disk is full (a real server answers 500; the in-memory server says this).
     #[error("{server}: out of space: {what}")]
     Full { server: String, what: String },
