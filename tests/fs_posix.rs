@@ -338,7 +338,11 @@ fn forgotten_inodes_are_let_go_and_found_again() {
 fn a_name_whose_directory_was_removed_here_takes_a_file_in_the_same_publish() {
     common::runtime().block_on(async {
         let world = World::new("reuse").await;
-        let fs = world.mount("spool");
+        // The listing must stay as this mount read it, however slow the machine: a listing refreshed after the
+        // other client's change would show its directory, and the create below would rightly fail.
+        let mut stale = options();
+        stale.dir_ttl = Duration::from_secs(3600);
+        let fs = world.mount_with("spool", stale);
         // Another client's directory, made after this mount listed the root.
         fs.list(ROOT_INO).await.unwrap();
         let theirs = DirectoryNode::create(
