@@ -244,6 +244,9 @@ fn status_text(control: &Control) -> String {
             server.info.display_name()
         ));
     }
+    if let Some(why) = fs.options().upload.params.unmet_by(view.servers.len()) {
+        text.push_str(&format!("warning: {why}\n"));
+    }
     text
 }
 

@@ -587,6 +587,11 @@ fn run_mount_inner(
     upload.params = args.shares.params();
     let mut mutable = MutableOptions::new(lease_secret.bytes().to_vec());
     let servers = joined.view().servers.len().max(1);
+    if let Some(why) = upload.params.unmet_by(joined.view().servers.len()) {
+        // In the log, and to whoever started the mount.
+        tracing::warn!("tahoe-mount: {why}");
+        say(&format!("tahoe-mount: warning: {why}"));
+    }
     let directory_params = MutableParams {
         format: MutableFormat::Sdmf,
         needed: args.shares.shares_needed.min(255) as u8,

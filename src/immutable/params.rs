@@ -51,6 +51,19 @@ pub struct BadParams {
 }
 
 impl EncodingParams {
+    /// Why uploads cannot succeed on a grid of `servers` storage servers (fewer than `happy`: they wait, and
+    /// `fsync` fails, until more servers join), or `None` when they can.
+    pub fn unmet_by(&self, servers: usize) -> Option<String> {
+        (servers < usize::from(self.happy)).then(|| {
+            format!(
+                "uploads need shares on {} servers (shares {}-of-{}, happy {}) and the grid has {servers}: they \
+                 wait in the spool, and fsync fails, until more servers join or the encoding is lowered \
+                 (--shares-happy, --shares-total)",
+                self.happy, self.needed, self.total, self.happy
+            )
+        })
+    }
+
     /// Checks what Tahoe's client checks: 1 ≤ k ≤ happy ≤ N ≤ 256 and a positive segment size.
     pub fn validate(&self) -> Result<(), BadParams> {
         let problem = if self.needed == 0 {
@@ -270,6 +283,23 @@ impl Geometry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn happiness_a_grid_cannot_meet_is_said() {
+        let defaults = EncodingParams::default();
+        let why = defaults
+            .unmet_by(3)
+            .expect("3 servers cannot hold shares for happy 7");
+        assert!(why.contains("7 servers") && why.contains("has 3"), "{why}");
+        assert_eq!(defaults.unmet_by(7), None);
+        let small = EncodingParams {
+            needed: 2,
+            happy: 3,
+            total: 3,
+            ..defaults
+        };
+        assert_eq!(small.unmet_by(3), None);
+    }
 
     #[test]
     fn small_files_get_one_segment_rounded_to_k() {
