@@ -586,8 +586,9 @@ fn run_mount_inner(
     let mut upload = UploadOptions::new(config.convergence_secret()?, lease_secret.clone());
     upload.params = args.shares.params();
     let mut mutable = MutableOptions::new(lease_secret.bytes().to_vec());
-    let servers = joined.view().servers.len().max(1);
-    if let Some(why) = upload.params.unmet_by(joined.view().servers.len()) {
+    let known_servers = joined.view().servers.len();
+    let servers = known_servers.max(1);
+    if let Some(why) = upload.params.unmet_by(known_servers) {
         // In the log, and to whoever started the mount.
         tracing::warn!("tahoe-mount: {why}");
         say(&format!("tahoe-mount: warning: {why}"));

@@ -231,18 +231,28 @@ pub fn set_symlink_target(metadata: &mut Metadata, target: &str) {
     ours_mut(metadata).insert("symlink", Json::String(target.to_owned()));
 }
 
+fn xattr_object(metadata: &Metadata) -> Option<&Object> {
+    ours(metadata)?.get("xattrs")?.as_object()
+}
+
+fn decode_xattr(value: &Json) -> Option<Vec<u8>> {
+    BASE64.decode(value.as_str()?.as_bytes()).ok()
+}
+
 /// The entry's extended attributes, by name. Values that do not decode are left out.
 pub fn xattrs(metadata: &Metadata) -> BTreeMap<String, Vec<u8>> {
-    let Some(Json::Object(object)) = ours(metadata).and_then(|o| o.get("xattrs")) else {
-        return BTreeMap::new();
-    };
-    object
-        .iter()
-        .filter_map(|(name, value)| {
-            let value = BASE64.decode(value.as_str()?.as_bytes()).ok()?;
-            Some((name.to_owned(), value))
-        })
-        .collect()
+    xattr_object(metadata).map_or_else(BTreeMap::new, |object| {
+        object
+            .iter()
+            .filter_map(|(name, value)| Some((name.to_owned(), decode_xattr(value)?)))
+            .collect()
+    })
+}
+
+/// One extended attribute's value. The kernel asks for `security.capability` before writes, so this decodes only
+/// the value asked for.
+pub fn xattr(metadata: &Metadata, name: &str) -> Option<Vec<u8>> {
+    decode_xattr(xattr_object(metadata)?.get(name)?)
 }
 
 /// Sets (`Some`) or removes (`None`) one extended attribute.

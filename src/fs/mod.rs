@@ -507,16 +507,10 @@ impl Fs {
         removed: Option<Cap>,
         durable: bool,
     ) -> FsResult<u64> {
-        let (seq, old) =
+        let (seq, _) =
             state
                 .pending
                 .record(&self.inner.spool, dir_cap, name, link, removed, durable)?;
-        // A sealed spool file no journal entry names any more is not needed for durability.
-        if let Some(old) = old.as_ref().and_then(|p| p.spooled())
-            && !state.pending.links_spool(old)
-        {
-            old.release();
-        }
         self.kick_publisher(state, &dir_key(dir_cap));
         Ok(seq)
     }

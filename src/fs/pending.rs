@@ -77,7 +77,9 @@ impl PendingLog {
     /// Journals and records a change of `name` in `dir_cap`: a link (to a cap or a spool file) or an unlink
     /// (`None`). `removed` is the directory the change takes away from the name, if it does; what an earlier pending
     /// change of the name removed stays removed. `durable`: the journal entry is synced before this returns.
-    /// Returns the change's sequence number and the change it replaced, if any. On a journal error nothing changes.
+    /// A spool file the replaced change linked, and no change links any more, is released: nothing needs it for
+    /// durability. Returns the change's sequence number and the change it replaced, if any. On a journal error
+    /// nothing changes.
     pub fn record(
         &mut self,
         journal: &Spool,
@@ -124,6 +126,11 @@ impl PendingLog {
         )?;
         self.seq += 1;
         let old = self.changes.insert((key, name.to_owned()), change);
+        if let Some(file) = old.as_ref().and_then(Pending::spooled)
+            && !self.links_spool(file)
+        {
+            file.release();
+        }
         Ok((self.seq, old))
     }
 

@@ -133,15 +133,17 @@ impl Fs {
         let mut backoff = Duration::from_secs(1);
         loop {
             self.gather(&key).await;
-            let ready = self.state().pending.ready(&key);
-            let Some((dir_cap, changes)) = ready else {
+            let (dir_cap, changes) = {
                 let mut state = self.state();
-                // Re-checked under the lock: a change made since would otherwise wait for no publisher.
-                if state.pending.ready(&key).is_some() {
-                    continue;
+                match state.pending.ready(&key) {
+                    Some(ready) => ready,
+                    None => {
+                        // Stopped under the same lock that found nothing: a change recorded after this kicks a
+                        // new publisher, and none is left waiting for this one.
+                        state.publishers.stop(&key);
+                        break;
+                    }
                 }
-                state.publishers.stop(&key);
-                break;
             };
             tracing::debug!(changes = changes.len(), "publishing");
             let result = self.publish(&dir_cap, &changes).await;

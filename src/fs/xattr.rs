@@ -43,9 +43,7 @@ impl Fs {
     pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
         let state = self.state();
         let inode = state.inodes.get(&ino).ok_or(FsError::NotFound)?;
-        meta::xattrs(&inode.metadata)
-            .remove(name)
-            .ok_or(FsError::NoAttribute)
+        meta::xattr(&inode.metadata, name).ok_or(FsError::NoAttribute)
     }
 
     /// The names of `ino`'s extended attributes.
